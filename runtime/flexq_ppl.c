@@ -1,0 +1,212 @@
+/* flexq_ppl.c — flexq-ppl: perplexity of a model on a text file, printed as one JSON object.
+ *
+ * Text handling follows shared/data/README.md: carriage returns are stripped and the non-empty
+ * lines are joined with "\n\n"; the whole text is tokenized without BOS, cut into non-overlapping
+ * windows of --ctx tokens (an incomplete tail is dropped), and each window is scored on all but its
+ * first token. ppl = exp(total negative log-likelihood / scored tokens).
+ */
+#include "fq_base.h"
+#include "rt_model.h"
+#include "rt_runner.h"
+#include "rt_tokenizer.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct ppl_args {
+    const char *model, *text, *backend;
+    int32_t ctx, max_windows, batch;
+    int threads;
+} ppl_args;
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: flexq-ppl --model FILE --text FILE [--ctx 2048] [--max-windows W]\n"
+               "                 [--batch 512] [--threads N] [--backend cpu]\n");
+}
+
+static int parse_int(const char *name, const char *v, int32_t lo, int32_t *out)
+{
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || x < lo || x > INT32_MAX) {
+        fprintf(stderr, "flexq-ppl: --%s must be an integer >= %d, got '%s'\n", name, lo, v);
+        return -1;
+    }
+    *out = (int32_t)x;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, ppl_args *a)
+{
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"text", required_argument, 0, 't'},
+                                         {"ctx", required_argument, 0, 'c'},
+                                         {"max-windows", required_argument, 0, 'w'},
+                                         {"batch", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 'j'},
+                                         {"backend", required_argument, 0, 'B'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    *a = (ppl_args){.ctx = 2048, .max_windows = 0, .batch = 512, .threads = 0, .backend = "cpu"};
+    int c, rc = 0;
+    int32_t threads = 0;
+    while (rc == 0 && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            a->model = optarg;
+            break;
+        case 't':
+            a->text = optarg;
+            break;
+        case 'B':
+            a->backend = optarg;
+            break;
+        case 'c':
+            rc = parse_int("ctx", optarg, 2, &a->ctx);
+            break;
+        case 'w':
+            rc = parse_int("max-windows", optarg, 0, &a->max_windows);
+            break;
+        case 'b':
+            rc = parse_int("batch", optarg, 1, &a->batch);
+            break;
+        case 'j':
+            rc = parse_int("threads", optarg, 0, &threads);
+            break;
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    a->threads = threads;
+    if (rc == 0 && (!a->model || !a->text || optind != argc)) {
+        usage(stderr);
+        return -1;
+    }
+    return rc;
+}
+
+/* Strips '\r' and joins the non-empty lines with "\n\n"; returns a malloc'd string. */
+static char *join_rows(const char *raw, size_t len, size_t *out_len)
+{
+    char *out = malloc(2 * len + 1);
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    for (size_t start = 0; start < len;) {
+        const char *nl = memchr(raw + start, '\n', len - start);
+        size_t end = nl ? (size_t)(nl - raw) : len;
+        size_t line_start = n;
+        for (size_t i = start; i < end; i++)
+            if (raw[i] != '\r')
+                out[n++] = raw[i];
+        if (n > line_start && line_start > 0) { /* a non-empty line after another: separate */
+            memmove(out + line_start + 2, out + line_start, n - line_start);
+            out[line_start] = out[line_start + 1] = '\n';
+            n += 2;
+        }
+        start = end + 1;
+    }
+    out[n] = '\0';
+    *out_len = n;
+    return out;
+}
+
+static int tokenize_text(const rt_model *m, const char *path, int32_t **ids, size_t *n_ids,
+                         char *err, size_t err_len)
+{
+    char *raw = NULL, *text = NULL;
+    size_t raw_len = 0, text_len = 0;
+    int rc = fq_read_file(path, &raw, &raw_len, err, err_len);
+    if (rc)
+        return rc;
+    text = join_rows(raw, raw_len, &text_len);
+    free(raw);
+    if (!text)
+        return fq_err(err, err_len, FQ_ENOMEM, "out of memory");
+    rt_encode_params ep = rt_encode_default_params();
+    ep.add_special = false;
+    rc = rt_tokenizer_encode(m->tok, text, text_len, &ep, ids, n_ids, err, err_len);
+    free(text);
+    return rc;
+}
+
+static int print_result(const ppl_args *a, double nll, int64_t scored, int32_t windows,
+                        size_t text_tokens, double seconds)
+{
+    json_t *o = json_pack("{s:f, s:I, s:i, s:i, s:s, s:s, s:I, s:f, s:f, s:f, s:s, s:s}", "ppl",
+                          exp(nll / (double)scored), "tokens", (json_int_t)scored, "windows",
+                          windows, "ctx", a->ctx, "mode", "fp32", "backend", a->backend,
+                          "text_tokens", (json_int_t)text_tokens, "nll", nll, "seconds", seconds,
+                          "tokens_per_s", (double)windows * a->ctx / seconds, "joining",
+                          "CR stripped, non-empty lines joined with \"\\n\\n\"", "model", a->model);
+    if (!o)
+        return -1;
+    char *s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(10));
+    json_decref(o);
+    if (!s)
+        return -1;
+    printf("%s\n", s);
+    free(s);
+    return 0;
+}
+
+static int run(const ppl_args *a, char *err, size_t err_len)
+{
+    rt_model *m = NULL;
+    rt_runner *r = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    int rc = rt_model_load(a->model, &m, err, err_len);
+    if (rc == 0)
+        rc = tokenize_text(m, a->text, &ids, &n_ids, err, err_len);
+    int32_t windows = (int32_t)(n_ids / (size_t)a->ctx);
+    if (rc == 0 && a->max_windows > 0 && windows > a->max_windows)
+        windows = a->max_windows;
+    if (rc == 0 && windows == 0)
+        rc = fq_err(err, err_len, FQ_EINVAL, "%s: %zu tokens is less than one window of %d",
+                    a->text, n_ids, a->ctx);
+    if (rc == 0) {
+        rt_backend_params bp = rt_backend_default_params();
+        bp.n_threads = a->threads;
+        bp.max_batch_tokens = a->batch;
+        bp.kv.n_blocks = (a->ctx + bp.kv.block_size - 1) / bp.kv.block_size;
+        rc = rt_runner_create(m, a->backend, &bp, &r, err, err_len);
+    }
+    double nll = 0.0, t0 = fq_now_s();
+    for (int32_t w = 0; rc == 0 && w < windows; w++) {
+        double win = 0.0;
+        rc = rt_runner_score(r, ids + (size_t)w * a->ctx, a->ctx, &win, err, err_len);
+        nll += win;
+        fq_log(FQ_LOG_INFO, "window %d/%d: nll %.4f, running ppl %.4f", w + 1, windows, win,
+               exp(nll / ((double)(w + 1) * (a->ctx - 1))));
+    }
+    if (rc == 0 &&
+        print_result(a, nll, (int64_t)windows * (a->ctx - 1), windows, n_ids, fq_now_s() - t0) != 0)
+        rc = fq_err(err, err_len, FQ_ENOMEM, "could not format the result");
+    free(ids);
+    rt_runner_destroy(r);
+    rt_model_destroy(m);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    ppl_args a;
+    if (parse_args(argc, argv, &a) != 0)
+        return 2;
+    char err[1024] = "";
+    if (run(&a, err, sizeof err) != 0) {
+        fprintf(stderr, "flexq-ppl: %s\n", err);
+        return 1;
+    }
+    return 0;
+}

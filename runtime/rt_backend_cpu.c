@@ -1,0 +1,302 @@
+/* rt_backend_cpu.c — the fp32 CPU reference backend: the LLaMA forward pass over a batch of
+ * sequences with a paged KV cache, written to read like the math.
+ *
+ * Per step: gather embeddings of all new tokens (M rows); per layer: RMSNorm → q, k, v projections
+ * (one matmul each over all M rows) → RoPE → write k, v into the cache slots → causal attention of
+ * each token over its sequence's cached context (online softmax, GQA) → o projection + residual →
+ * RMSNorm → gate, up → SwiGLU → down + residual; then the final norm and lm_head for the rows whose
+ * logits are wanted. Matmuls and attention use the thread pool.
+ */
+#include "rt_cpu_math.h"
+#include "rt_ops.h"
+
+#include "fq_base.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_HEAD_DIM 256
+
+struct rt_backend {
+    const rt_model *m;
+    rt_backend_params p;
+    rt_pool *pool;
+    int64_t kv_dim;  /* n_head_kv * head_dim */
+    int64_t n_slots; /* n_blocks * block_size */
+    float *k_cache;  /* [n_layer, n_slots, kv_dim] */
+    float *v_cache;  /* [n_layer, n_slots, kv_dim] */
+    /* scratch for M = max_batch_tokens rows */
+    float *x, *xn;    /* [M, n_embd] residual stream, normed input */
+    float *q, *att;   /* [M, n_head*head_dim] */
+    float *k, *v;     /* [M, kv_dim] */
+    float *gate, *up; /* [M, n_ff] */
+    float *tmp;       /* [M, n_embd] projection output before the residual add */
+    int32_t *pos;     /* [M] position of each token */
+    int32_t *seq_of;  /* [M] batch index of each token's sequence */
+    int64_t *slot;    /* [M] cache slot of each token */
+};
+
+int64_t rt_batch_n_tokens(const rt_batch *b)
+{
+    int64_t n = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        n += b->seqs[s].n_tokens;
+    return n;
+}
+
+int64_t rt_batch_n_logits(const rt_batch *b)
+{
+    int64_t n = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        n += b->seqs[s].all_logits ? b->seqs[s].n_tokens : 1;
+    return n;
+}
+
+rt_backend_params rt_backend_default_params(void)
+{
+    return (rt_backend_params){
+        .n_threads = 0, .kv = rt_kv_default_params(), .max_batch_tokens = 512};
+}
+
+static void cpu_destroy(rt_backend *be)
+{
+    if (!be)
+        return;
+    rt_pool_destroy(be->pool);
+    float *bufs[] = {be->k_cache, be->v_cache, be->x,    be->xn, be->q,  be->att,
+                     be->k,       be->v,       be->gate, be->up, be->tmp};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    free(be->pos);
+    free(be->seq_of);
+    free(be->slot);
+    free(be);
+}
+
+static int alloc_buffers(rt_backend *be)
+{
+    const fq_config *c = &be->m->cfg;
+    size_t mt = (size_t)be->p.max_batch_tokens;
+    size_t cache = (size_t)c->n_layer * (size_t)be->n_slots * (size_t)be->kv_dim;
+    size_t qd = (size_t)c->n_head * (size_t)c->head_dim;
+    be->k_cache = fq_calloc_array(cache, sizeof(float));
+    be->v_cache = fq_calloc_array(cache, sizeof(float));
+    be->x = fq_malloc_array(mt * (size_t)c->n_embd, sizeof(float));
+    be->xn = fq_malloc_array(mt * (size_t)c->n_embd, sizeof(float));
+    be->tmp = fq_malloc_array(mt * (size_t)c->n_embd, sizeof(float));
+    be->q = fq_malloc_array(mt * qd, sizeof(float));
+    be->att = fq_malloc_array(mt * qd, sizeof(float));
+    be->k = fq_malloc_array(mt * (size_t)be->kv_dim, sizeof(float));
+    be->v = fq_malloc_array(mt * (size_t)be->kv_dim, sizeof(float));
+    be->gate = fq_malloc_array(mt * (size_t)c->n_ff, sizeof(float));
+    be->up = fq_malloc_array(mt * (size_t)c->n_ff, sizeof(float));
+    be->pos = fq_malloc_array(mt, sizeof(int32_t));
+    be->seq_of = fq_malloc_array(mt, sizeof(int32_t));
+    be->slot = fq_malloc_array(mt, sizeof(int64_t));
+    bool ok = be->k_cache && be->v_cache && be->x && be->xn && be->tmp && be->q && be->att &&
+              be->k && be->v && be->gate && be->up && be->pos && be->seq_of && be->slot;
+    return ok ? 0 : FQ_ENOMEM;
+}
+
+static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
+                      size_t err_len)
+{
+    *out = NULL;
+    if (p->max_batch_tokens <= 0 || p->kv.block_size <= 0 || p->kv.n_blocks <= 0)
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "cpu backend: max_batch_tokens %d, block size %d and blocks %d must be > 0",
+                      p->max_batch_tokens, p->kv.block_size, p->kv.n_blocks);
+    if (m->cfg.head_dim > MAX_HEAD_DIM)
+        return fq_err(err, err_len, FQ_EUNSUP, "cpu backend: head dim %d is over %d",
+                      m->cfg.head_dim, MAX_HEAD_DIM);
+    rt_backend *be = calloc(1, sizeof *be);
+    if (!be)
+        return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory");
+    be->m = m;
+    be->p = *p;
+    be->kv_dim = (int64_t)m->cfg.n_head_kv * m->cfg.head_dim;
+    be->n_slots = (int64_t)p->kv.n_blocks * p->kv.block_size;
+    int rc = rt_pool_create(p->n_threads, &be->pool);
+    if (rc == 0)
+        rc = alloc_buffers(be);
+    if (rc) {
+        cpu_destroy(be);
+        return fq_err(err, err_len, rc, "cpu backend: out of memory for %d KV blocks of %d tokens",
+                      p->kv.n_blocks, p->kv.block_size);
+    }
+    *out = be;
+    return 0;
+}
+
+/* Checks the whole batch before anything is written, and fills pos/seq_of/slot per token. */
+static int plan_step(rt_backend *be, const rt_batch *b, char *err, size_t err_len)
+{
+    int64_t n_tok = rt_batch_n_tokens(b);
+    if (n_tok <= 0 || n_tok > be->p.max_batch_tokens || rt_batch_n_logits(b) > n_tok)
+        return fq_err(err, err_len, FQ_ERANGE, "batch of %lld tokens (the limit is %d)",
+                      (long long)n_tok, be->p.max_batch_tokens);
+    int32_t bs = be->p.kv.block_size;
+    int64_t t = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const rt_seq_step *sq = &b->seqs[s];
+        int64_t end = (int64_t)sq->pos0 + sq->n_tokens;
+        if (sq->n_tokens <= 0 || sq->pos0 < 0 || sq->kv->n_blocks * (int64_t)bs < end)
+            return fq_err(err, err_len, FQ_ERANGE,
+                          "sequence %d: %d tokens at position %d need %lld cache slots, %lld held",
+                          s, sq->n_tokens, sq->pos0, (long long)end,
+                          (long long)sq->kv->n_blocks * bs);
+        for (int32_t i = 0; i < sq->n_tokens; i++, t++) {
+            int32_t id = sq->tokens[i];
+            if (id < 0 || id >= be->m->cfg.n_vocab)
+                return fq_err(err, err_len, FQ_ERANGE, "token id %d is outside [0, %d)", id,
+                              be->m->cfg.n_vocab);
+            int32_t pos = sq->pos0 + i;
+            int32_t blk = sq->kv->blocks[pos / bs];
+            if (blk < 0 || blk >= be->p.kv.n_blocks)
+                return fq_err(err, err_len, FQ_ERANGE, "KV block %d is outside [0, %d)", blk,
+                              be->p.kv.n_blocks);
+            be->pos[t] = pos;
+            be->seq_of[t] = s;
+            be->slot[t] = (int64_t)blk * bs + pos % bs;
+        }
+    }
+    return 0;
+}
+
+typedef struct attn_task {
+    rt_backend *be;
+    const rt_batch *b;
+    const float *kc, *vc; /* this layer's cache */
+} attn_task;
+
+/* Causal attention of one (token, head) over its sequence's context, with an online softmax. */
+static void attend_one(void *ctx, int64_t idx)
+{
+    const attn_task *at = ctx;
+    const rt_backend *be = at->be;
+    const fq_config *c = &be->m->cfg;
+    int32_t hd = c->head_dim, n_head = c->n_head;
+    int64_t t = idx / n_head;
+    int32_t h = (int32_t)(idx % n_head);
+    int32_t g = h / (n_head / c->n_head_kv);
+    const rt_kv_seq *kv = at->b->seqs[be->seq_of[t]].kv;
+    int32_t bs = be->p.kv.block_size;
+    const float *q = be->q + t * (int64_t)n_head * hd + (int64_t)h * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    float acc[MAX_HEAD_DIM] = {0};
+    float mx = -INFINITY, sum = 0.0f;
+    for (int32_t j = 0; j <= be->pos[t]; j++) {
+        int64_t slot = (int64_t)kv->blocks[j / bs] * bs + j % bs;
+        const float *kr = at->kc + slot * be->kv_dim + (int64_t)g * hd;
+        const float *vr = at->vc + slot * be->kv_dim + (int64_t)g * hd;
+        float sc = 0.0f;
+        for (int32_t d = 0; d < hd; d++)
+            sc += q[d] * kr[d];
+        sc *= scale;
+        if (sc > mx) {
+            float r = expf(mx - sc);
+            sum *= r;
+            for (int32_t d = 0; d < hd; d++)
+                acc[d] *= r;
+            mx = sc;
+        }
+        float p = expf(sc - mx);
+        sum += p;
+        for (int32_t d = 0; d < hd; d++)
+            acc[d] += p * vr[d];
+    }
+    float *o = be->att + t * (int64_t)n_head * hd + (int64_t)h * hd;
+    for (int32_t d = 0; d < hd; d++)
+        o[d] = acc[d] / sum;
+}
+
+static void add_rows(float *x, const float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] += y[i];
+}
+
+static void attention_block(rt_backend *be, const rt_batch *b, const rt_layer *ly, int32_t l,
+                            int64_t m)
+{
+    const fq_config *c = &be->m->cfg;
+    int64_t e = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
+    rt_cpu_rmsnorm(be->x, ly->attn_norm, m, e, c->norm_eps, be->xn);
+    rt_cpu_matmul(be->pool, be->xn, m, e, ly->q.w, qd, be->q);
+    rt_cpu_matmul(be->pool, be->xn, m, e, ly->k.w, be->kv_dim, be->k);
+    rt_cpu_matmul(be->pool, be->xn, m, e, ly->v.w, be->kv_dim, be->v);
+    float *kc = be->k_cache + (int64_t)l * be->n_slots * be->kv_dim;
+    float *vc = be->v_cache + (int64_t)l * be->n_slots * be->kv_dim;
+    for (int64_t t = 0; t < m; t++) {
+        rt_cpu_rope(be->q + t * qd, c->n_head, c->head_dim, be->pos[t], c->rope_theta,
+                    c->rope_style);
+        rt_cpu_rope(be->k + t * be->kv_dim, c->n_head_kv, c->head_dim, be->pos[t], c->rope_theta,
+                    c->rope_style);
+        memcpy(kc + be->slot[t] * be->kv_dim, be->k + t * be->kv_dim,
+               (size_t)be->kv_dim * sizeof(float));
+        memcpy(vc + be->slot[t] * be->kv_dim, be->v + t * be->kv_dim,
+               (size_t)be->kv_dim * sizeof(float));
+    }
+    attn_task at = {.be = be, .b = b, .kc = kc, .vc = vc};
+    rt_pool_run(be->pool, m * c->n_head, attend_one, &at);
+    rt_cpu_matmul(be->pool, be->att, m, qd, ly->o.w, e, be->tmp);
+    add_rows(be->x, be->tmp, m * e);
+}
+
+static void mlp_block(rt_backend *be, const rt_layer *ly, int64_t m)
+{
+    const fq_config *c = &be->m->cfg;
+    int64_t e = c->n_embd, f = c->n_ff;
+    rt_cpu_rmsnorm(be->x, ly->ffn_norm, m, e, c->norm_eps, be->xn);
+    rt_cpu_matmul(be->pool, be->xn, m, e, ly->gate.w, f, be->gate);
+    rt_cpu_matmul(be->pool, be->xn, m, e, ly->up.w, f, be->up);
+    rt_cpu_silu_mul(be->gate, be->up, m * f);
+    rt_cpu_matmul(be->pool, be->gate, m, f, ly->down.w, e, be->tmp);
+    add_rows(be->x, be->tmp, m * e);
+}
+
+/* Final norm of the rows whose logits are wanted (gathered into xn), then lm_head. */
+static void output_logits(rt_backend *be, const rt_batch *b, float *logits)
+{
+    const fq_config *c = &be->m->cfg;
+    int64_t e = c->n_embd, t = 0, r = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++) {
+        const rt_seq_step *sq = &b->seqs[s];
+        int64_t first = sq->all_logits ? t : t + sq->n_tokens - 1;
+        for (int64_t i = first; i < t + sq->n_tokens; i++, r++)
+            memcpy(be->xn + r * e, be->x + i * e, (size_t)e * sizeof(float));
+        t += sq->n_tokens;
+    }
+    rt_cpu_rmsnorm(be->xn, be->m->out_norm, r, e, c->norm_eps, be->xn);
+    rt_cpu_matmul(be->pool, be->xn, r, e, be->m->lm_head.w, be->m->lm_head.n_out, logits);
+}
+
+static int cpu_forward(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len)
+{
+    int rc = plan_step(be, b, err, err_len);
+    if (rc)
+        return rc;
+    const rt_model *md = be->m;
+    int64_t e = md->cfg.n_embd, m = 0;
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        for (int32_t i = 0; i < b->seqs[s].n_tokens; i++, m++)
+            memcpy(be->x + m * e, md->tok_embd + (int64_t)b->seqs[s].tokens[i] * e,
+                   (size_t)e * sizeof(float));
+    for (int32_t l = 0; l < md->cfg.n_layer; l++) {
+        attention_block(be, b, &md->layers[l], l, m);
+        mlp_block(be, &md->layers[l], m);
+    }
+    output_logits(be, b, logits);
+    return 0;
+}
+
+const rt_ops rt_backend_cpu_ops = {
+    .name = "cpu", .create = cpu_create, .destroy = cpu_destroy, .forward = cpu_forward};
+
+const rt_ops *rt_backend_find(const char *name)
+{
+    if (strcmp(name, rt_backend_cpu_ops.name) == 0)
+        return &rt_backend_cpu_ops;
+    return NULL;
+}

@@ -1,0 +1,64 @@
+/* rt_ops.h — the backend contract: one forward step over a batch of sequences, behind an ops table.
+ *
+ * A step takes, for each sequence in the batch, its new tokens, the position of the first of them
+ * (= tokens already in the KV cache) and its KV block table (rt_kv.h) covering every position up to
+ * the end of the step. The backend writes the new tokens' keys and values into its cache storage,
+ * attends over the whole context, and returns logits: one row per sequence (its last new token), or
+ * one per new token for sequences that ask for all of them (perplexity). Rows come in batch order.
+ * Implementations: "cpu" (rt_backend_cpu.c, the fp32 reference); "cuda" later, same table.
+ * Thread safety: a backend instance belongs to one thread (the engine thread).
+ */
+#ifndef RT_OPS_H
+#define RT_OPS_H
+
+#include "rt_kv.h"
+#include "rt_model.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rt_seq_step {
+    const int32_t *tokens; /* [n_tokens] new tokens, borrowed for the call */
+    int32_t n_tokens;      /* >= 1 */
+    int32_t pos0;          /* position of tokens[0] */
+    const rt_kv_seq *kv;   /* block table reserved for pos0 + n_tokens positions */
+    bool all_logits;       /* logits for every new token instead of only the last */
+} rt_seq_step;
+
+typedef struct rt_batch {
+    const rt_seq_step *seqs; /* [n_seqs] */
+    int32_t n_seqs;
+} rt_batch;
+
+/* Tokens in the batch and logits rows it produces. */
+int64_t rt_batch_n_tokens(const rt_batch *b);
+int64_t rt_batch_n_logits(const rt_batch *b);
+
+typedef struct rt_backend_params {
+    int n_threads;            /* CPU threads; 0 = one per core */
+    rt_kv_params kv;          /* cache geometry; the caller's rt_kv must use the same */
+    int32_t max_batch_tokens; /* most tokens one step may carry; default 512 */
+} rt_backend_params;
+
+rt_backend_params rt_backend_default_params(void);
+
+typedef struct rt_backend rt_backend;
+
+typedef struct rt_ops {
+    const char *name;
+    /* Creates a backend for m (borrowed: m must outlive the backend). */
+    int (*create)(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
+                  size_t err_len);
+    void (*destroy)(rt_backend *be); /* NULL is a no-op */
+    /* One step. logits: [rt_batch_n_logits(b), n_vocab], caller-allocated. Bad token ids, too many
+     * tokens or a short block table fail with FQ_ERANGE before any cache write. */
+    int (*forward)(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len);
+} rt_ops;
+
+/* The ops table of a backend by name ("cpu"), or NULL. */
+const rt_ops *rt_backend_find(const char *name);
+
+extern const rt_ops rt_backend_cpu_ops;
+
+#endif /* RT_OPS_H */
