@@ -918,9 +918,8 @@ static int hf_check_merge(const char *path, size_t i, char *text, size_t space, 
                                                                 : NULL;
         if (missing)
             rc = fq_err(err, err_len, FQ_EFORMAT,
-                        "%s: merge %zu ('%.32s %.32s'): '%.64s' is not "
-                        "in the vocabulary",
-                        path, i, left, right, missing);
+                        "%s: merge %zu ('%.32s %.32s'): '%.64s' is not in the vocabulary", path, i,
+                        left, right, missing);
         free(joined);
     }
     text[space] = ' ';
@@ -1210,7 +1209,7 @@ static int hf_shard_add(hf_shards *s, const char *name, int32_t cap, char *err, 
             return 0;
     FQ_ASSERT(s->n < cap);
     if (!(s->names[s->n] = strdup(name)))
-        return fq_err(err, err_len, FQ_ENOMEM, "out of memory");
+        return fq_err(err, err_len, FQ_ENOMEM, "%s: out of memory", name);
     s->n++;
     return 0;
 }

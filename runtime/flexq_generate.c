@@ -175,6 +175,7 @@ static int generate(const rt_model *m, rt_runner *r, const gen_args *a, int32_t 
         printf("%.*s\n", (int)st.n_pending, st.pending);
     else if (rc == 0)
         rc = print_batch(m, a, out, n_out, err, err_len);
+    fflush(stdout);
     int64_t total = 0;
     for (int32_t s = 0; s < a->n_prompts; s++)
         total += n_out[s];

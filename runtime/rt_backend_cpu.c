@@ -16,8 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_HEAD_DIM 256
-
 struct rt_backend {
     const rt_model *m;
     rt_backend_params p;
@@ -107,9 +105,9 @@ static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend 
         return fq_err(err, err_len, FQ_EINVAL,
                       "cpu backend: max_batch_tokens %d, block size %d and blocks %d must be > 0",
                       p->max_batch_tokens, p->kv.block_size, p->kv.n_blocks);
-    if (m->cfg.head_dim > MAX_HEAD_DIM)
+    if (m->cfg.head_dim > RT_CPU_MAX_HEAD_DIM)
         return fq_err(err, err_len, FQ_EUNSUP, "cpu backend: head dim %d is over %d",
-                      m->cfg.head_dim, MAX_HEAD_DIM);
+                      m->cfg.head_dim, RT_CPU_MAX_HEAD_DIM);
     rt_backend *be = calloc(1, sizeof *be);
     if (!be)
         return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory");
@@ -170,7 +168,7 @@ typedef struct attn_task {
     const float *kc, *vc; /* this layer's cache */
 } attn_task;
 
-/* Causal attention of one (token, head) over its sequence's context, with an online softmax. */
+/* Causal attention of one (token, head) over its sequence's context, block by block. */
 static void attend_one(void *ctx, int64_t idx)
 {
     const attn_task *at = ctx;
@@ -181,34 +179,17 @@ static void attend_one(void *ctx, int64_t idx)
     int32_t h = (int32_t)(idx % n_head);
     int32_t g = h / (n_head / c->n_head_kv);
     const rt_kv_seq *kv = at->b->seqs[be->seq_of[t]].kv;
-    int32_t bs = be->p.kv.block_size;
+    int32_t bs = be->p.kv.block_size, n_ctx = be->pos[t] + 1;
     const float *q = be->q + t * (int64_t)n_head * hd + (int64_t)h * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    float acc[MAX_HEAD_DIM] = {0};
-    float mx = -INFINITY, sum = 0.0f;
-    for (int32_t j = 0; j <= be->pos[t]; j++) {
-        int64_t slot = (int64_t)kv->blocks[j / bs] * bs + j % bs;
-        const float *kr = at->kc + slot * be->kv_dim + (int64_t)g * hd;
-        const float *vr = at->vc + slot * be->kv_dim + (int64_t)g * hd;
-        float sc = 0.0f;
-        for (int32_t d = 0; d < hd; d++)
-            sc += q[d] * kr[d];
-        sc *= scale;
-        if (sc > mx) {
-            float r = expf(mx - sc);
-            sum *= r;
-            for (int32_t d = 0; d < hd; d++)
-                acc[d] *= r;
-            mx = sc;
-        }
-        float p = expf(sc - mx);
-        sum += p;
-        for (int32_t d = 0; d < hd; d++)
-            acc[d] += p * vr[d];
+    rt_attn_acc acc;
+    rt_cpu_attn_begin(&acc, hd);
+    for (int32_t j0 = 0; j0 < n_ctx; j0 += bs) {
+        int64_t row0 = ((int64_t)kv->blocks[j0 / bs] * bs) * be->kv_dim + (int64_t)g * hd;
+        int32_t n = n_ctx - j0 < bs ? n_ctx - j0 : bs;
+        rt_cpu_attn_update(&acc, q, at->kc + row0, at->vc + row0, be->kv_dim, n, hd,
+                           1.0f / sqrtf((float)hd));
     }
-    float *o = be->att + t * (int64_t)n_head * hd + (int64_t)h * hd;
-    for (int32_t d = 0; d < hd; d++)
-        o[d] = acc[d] / sum;
+    rt_cpu_attn_end(&acc, hd, be->att + t * (int64_t)n_head * hd + (int64_t)h * hd);
 }
 
 static void add_rows(float *x, const float *y, int64_t n)

@@ -13,8 +13,9 @@ typedef float v8f __attribute__((vector_size(32)));
 #define RT_MULTIVERSION
 #endif
 
-#define N_TILE 16 /* rows of w per task: their K columns stay in L1/L2 while all of x streams by   \
-                   */
+#define N_TILE                                                                                     \
+    16 /* rows of w per task: their K columns stay in L1/L2 while all of x streams by              \
+        */
 
 #define LOAD8(dst, p) memcpy(&(dst), (p), sizeof(v8f))
 
@@ -64,19 +65,61 @@ static void dot_rows(const float *x, int64_t k, int mr, const float *w0, const f
     memcpy(out, s, sizeof s);
 }
 
+/* Dot products of one row of x with 4 rows of w (the M < 4 tail, and decode). */
+RT_MULTIVERSION
+static void dot_row4(const float *x, int64_t k, const float *const w[4], float out[4])
+{
+    v8f a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int64_t kk = 0;
+    for (; kk + 8 <= k; kk += 8) {
+        v8f xv, b0, b1, b2, b3;
+        LOAD8(xv, x + kk);
+        LOAD8(b0, w[0] + kk);
+        LOAD8(b1, w[1] + kk);
+        LOAD8(b2, w[2] + kk);
+        LOAD8(b3, w[3] + kk);
+        a0 += xv * b0;
+        a1 += xv * b1;
+        a2 += xv * b2;
+        a3 += xv * b3;
+    }
+    float s[4] = {hsum8(&a0), hsum8(&a1), hsum8(&a2), hsum8(&a3)};
+    for (; kk < k; kk++)
+        for (int c = 0; c < 4; c++)
+            s[c] += x[kk] * w[c][kk];
+    memcpy(out, s, sizeof s);
+}
+
 typedef struct matmul_task {
     const float *x, *w;
     float *y;
     int64_t m, k, n;
 } matmul_task;
 
+/* Rows m0.. of y (fewer than 4) over columns [n0, n1), one row at a time. */
+static void matmul_tail_rows(const matmul_task *t, int64_t m0, int64_t n0, int64_t n1)
+{
+    for (int64_t r = m0; r < t->m; r++)
+        for (int64_t c = n0; c < n1; c += 4) {
+            const float *w[4];
+            for (int j = 0; j < 4; j++)
+                w[j] = t->w + (c + j < n1 ? c + j : c) * t->k;
+            float out[4];
+            dot_row4(t->x + r * t->k, t->k, w, out);
+            for (int j = 0; j < 4 && c + j < n1; j++)
+                t->y[r * t->n + c + j] = out[j];
+        }
+}
+
 static void matmul_tile(void *ctx, int64_t tile)
 {
     const matmul_task *t = ctx;
     int64_t n0 = tile * N_TILE;
     int64_t n1 = n0 + N_TILE < t->n ? n0 + N_TILE : t->n;
-    for (int64_t m0 = 0; m0 < t->m; m0 += 4) {
-        int mr = t->m - m0 < 4 ? (int)(t->m - m0) : 4;
+    int64_t m_full = t->m / 4 * 4;
+    matmul_tail_rows(t, m_full, n0, n1);
+    for (int64_t m0 = 0; m0 < m_full; m0 += 4) {
+        int mr = 4;
         for (int64_t c = n0; c < n1; c += 2) {
             const float *w0 = t->w + c * t->k;
             const float *w1 = c + 1 < n1 ? w0 + t->k : w0;
@@ -129,6 +172,79 @@ void rt_cpu_rope(float *vec, int32_t n_heads, int32_t head_dim, int32_t pos, flo
             v[b] = x1 * c + x0 * s;
         }
     }
+}
+
+void rt_cpu_attn_begin(rt_attn_acc *a, int32_t head_dim)
+{
+    a->mx = -INFINITY;
+    a->sum = 0.0f;
+    memset(a->acc, 0, (size_t)head_dim * sizeof(float));
+}
+
+RT_MULTIVERSION
+static float dot(const float *a, const float *b, int32_t n)
+{
+    v8f acc = {0};
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f x, y;
+        LOAD8(x, a + i);
+        LOAD8(y, b + i);
+        acc += x * y;
+    }
+    float s = hsum8(&acc);
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* y = y * scale + p * x over n floats */
+RT_MULTIVERSION
+static void scale_axpy(float *y, float scale, float p, const float *x, int32_t n)
+{
+    int32_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        v8f yv, xv;
+        LOAD8(yv, y + i);
+        LOAD8(xv, x + i);
+        yv = yv * scale + xv * p;
+        memcpy(y + i, &yv, sizeof yv);
+    }
+    for (; i < n; i++)
+        y[i] = y[i] * scale + x[i] * p;
+}
+
+#define ATTN_CHUNK 32
+
+void rt_cpu_attn_update(rt_attn_acc *a, const float *q, const float *k, const float *v,
+                        int64_t stride, int32_t n, int32_t head_dim, float scale)
+{
+    for (int32_t j0 = 0; j0 < n; j0 += ATTN_CHUNK) {
+        int32_t nc = n - j0 < ATTN_CHUNK ? n - j0 : ATTN_CHUNK;
+        float sc[ATTN_CHUNK], cmax = -INFINITY;
+        for (int32_t j = 0; j < nc; j++) {
+            sc[j] = dot(q, k + (j0 + j) * stride, head_dim) * scale;
+            cmax = sc[j] > cmax ? sc[j] : cmax;
+        }
+        float rescale = 1.0f;
+        if (cmax > a->mx) {
+            rescale = expf(a->mx - cmax);
+            a->sum *= rescale;
+            a->mx = cmax;
+        }
+        for (int32_t j = 0; j < nc; j++) {
+            float p = expf(sc[j] - a->mx);
+            a->sum += p;
+            scale_axpy(a->acc, rescale, p, v + (j0 + j) * stride, head_dim);
+            rescale = 1.0f;
+        }
+    }
+}
+
+void rt_cpu_attn_end(const rt_attn_acc *a, int32_t head_dim, float *out)
+{
+    for (int32_t d = 0; d < head_dim; d++)
+        out[d] = a->acc[d] / a->sum;
 }
 
 void rt_cpu_silu_mul(float *gate, const float *up, int64_t n)

@@ -25,6 +25,25 @@ void rt_cpu_rmsnorm(const float *x, const float *weight, int64_t m, int64_t e, f
 void rt_cpu_rope(float *vec, int32_t n_heads, int32_t head_dim, int32_t pos, float theta,
                  fq_rope_style style);
 
+#define RT_CPU_MAX_HEAD_DIM 256
+
+/* Running state of one query head's attention with an online softmax. */
+typedef struct rt_attn_acc {
+    float mx;                       /* largest score so far */
+    float sum;                      /* sum of exp(score - mx) */
+    float acc[RT_CPU_MAX_HEAD_DIM]; /* sum of exp(score - mx) * v */
+} rt_attn_acc;
+
+void rt_cpu_attn_begin(rt_attn_acc *a, int32_t head_dim);
+
+/* Folds n keys and values (rows `stride` floats apart, head_dim wide) into the attention of query
+ * q, with scores q.k * scale. */
+void rt_cpu_attn_update(rt_attn_acc *a, const float *q, const float *k, const float *v,
+                        int64_t stride, int32_t n, int32_t head_dim, float scale);
+
+/* out[head_dim] = acc / sum. */
+void rt_cpu_attn_end(const rt_attn_acc *a, int32_t head_dim, float *out);
+
 /* gate[i] = silu(gate[i]) * up[i] for n elements. */
 void rt_cpu_silu_mul(float *gate, const float *up, int64_t n);
 
