@@ -77,7 +77,8 @@ typedef struct fq_tok_spec {
     char pre[32];         /* pre-tokenizer: "gpt2", "smollm" (digits split, then gpt2),
                              "llama3"; readers map tokenizer.json structures to these */
     int32_t n_tokens;     /* vocabulary size of the tokenizer */
-    char **tokens;        /* [n_tokens] token text in byte-level (GPT-2 unicode) form */
+    char **tokens;        /* [n_tokens] token text: GPT-2 byte-level form for normal tokens,
+                             plain UTF-8 for control / user-defined ones (as GGUF stores them) */
     int32_t *token_types; /* [n_tokens] fq_tok_type values */
     int32_t n_merges;     /* number of BPE merges */
     char **merges;        /* [n_merges] "left right", in rank order */

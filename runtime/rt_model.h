@@ -14,11 +14,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* A linear layer y = x W^T; weights fp32 row-major. */
+/* The packed INT6 form of a linear's weights (layout: fq_pack.h). */
+typedef struct rt_q6 {
+    const uint8_t *packed;  /* [n_out, row_bytes]; NULL when the linear has no INT6 form */
+    const uint16_t *scales; /* [n_out, n_in / group] fp16 bits */
+    int32_t group;          /* input channels per scale */
+    int64_t row_bytes;      /* fq_pack_row_bytes(n_in) */
+} rt_q6;
+
+/* A linear layer y = x W^T. */
 typedef struct rt_linear {
     int32_t n_out;  /* rows of W (output features) */
     int32_t n_in;   /* columns of W (input features) */
-    const float *w; /* [n_out, n_in] */
+    const float *w; /* [n_out, n_in] fp32, or NULL when only the INT6 form was loaded */
+    rt_q6 q6;       /* INT6 form, when quantized */
+    int32_t abits;  /* FlexQ activation bits (6 or 8) for the flex mode; 0 when not quantized */
 } rt_linear;
 
 typedef struct rt_layer {
@@ -40,10 +50,16 @@ typedef struct rt_model {
     rt_linear lm_head;     /* [n_vocab, n_embd]; token_embd when tied */
     rt_layer *layers;      /* [n_layer], owned */
     rt_tokenizer *tok;     /* owned */
-    fq_ckpt *ck;           /* owned: the tensors the pointers above point into */
+    /* What the pointers above point into (each owned, any may be NULL): */
+    fq_ckpt *ck;      /* a checkpoint's fp32 tensors */
+    void *file;       /* an INT6 model file's mapping (an fq_st_file) */
+    void *arena;      /* malloc'd: fp32 copies of fp16 tensors */
+    void *qmodel;     /* an fq_qmodel: INT6 codes quantized in memory */
+    char *quant_json; /* an INT6 model file's quantization metadata (JSON text), or NULL */
 } rt_model;
 
-/* Loads a checkpoint (GGUF file or HF directory) and builds the model. *out is caller-owned. */
+/* Loads a checkpoint (GGUF file or HF directory) or an INT6 model file (*.fq6.safetensors, or any
+ * safetensors file whose metadata says flexq) and builds the model. *out is caller-owned. */
 int rt_model_load(const char *path, rt_model **out, char *err, size_t err_len);
 
 /* Builds a model from a checkpoint, taking ownership of ck (also on failure). */

@@ -6,8 +6,8 @@
  * → split the rest with the pre-tokenizer (hand-written matchers equivalent to the HF regexes) →
  * BPE on each piece's bytes with the merge ranks (a min-heap on (rank, position), step for step the
  * loop of HF's `Word::merge_all`). Token texts in the spec are in GPT-2's byte-level alphabet for
- * normal tokens and raw UTF-8 for control / user-defined tokens (as GGUF stores them); the vocab map
- * is keyed by the spec's text, like HF's BPE vocab.
+ * normal tokens and raw UTF-8 for control / user-defined tokens (as GGUF stores them); the vocab
+ * map is keyed by the spec's text, like HF's BPE vocab.
  */
 #include "rt_tokenizer.h"
 
@@ -41,7 +41,7 @@ typedef struct rt_merge_map {
 
 /* Added tokens of one kind, grouped by first byte and longest first within a group. */
 typedef struct rt_added_set {
-    int32_t *ids;       /* [n] */
+    int32_t *ids; /* [n] */
     size_t n;
     size_t start[257]; /* ids[start[b] .. start[b+1]) begin with byte b */
 } rt_added_set;
@@ -52,11 +52,11 @@ struct rt_tokenizer {
     bool ignore_merges;
     bool add_bos, add_eos;
     int32_t bos_id, eos_id;
-    uint8_t *types;     /* [n_vocab] fq_tok_type */
-    char *text;         /* spec texts, concatenated */
-    size_t *text_off;   /* [n_vocab + 1] token i is text[text_off[i] .. text_off[i+1]) */
-    char *raw;          /* raw bytes of each token (byte-level mapping undone), concatenated */
-    size_t *raw_off;    /* [n_vocab + 1] */
+    uint8_t *types;   /* [n_vocab] fq_tok_type */
+    char *text;       /* spec texts, concatenated */
+    size_t *text_off; /* [n_vocab + 1] token i is text[text_off[i] .. text_off[i+1]) */
+    char *raw;        /* raw bytes of each token (byte-level mapping undone), concatenated */
+    size_t *raw_off;  /* [n_vocab + 1] */
     rt_vocab_map vocab;
     rt_merge_map merges;
     int32_t byte_id[256]; /* id of the one-byte token of each byte, -1 when missing */
@@ -95,7 +95,8 @@ static int cp_to_byte(uint32_t cp)
 }
 
 /* Undoes the byte-level mapping of text[0..len) into out (at least len bytes); returns the byte
- * count, or -1 when a character is outside the alphabet (HF's decoder then keeps the text as is). */
+ * count, or -1 when a character is outside the alphabet (HF's decoder then keeps the text as is).
+ */
 static long unmap_bytes(const char *text, size_t len, char *out)
 {
     const uint8_t *u = (const uint8_t *)text;
@@ -248,17 +249,23 @@ static int merges_build(rt_tokenizer *tok, const fq_tok_spec *spec, char *err, s
  * Building the tokenizer
  * ------------------------------------------------------------------------------------------- */
 
+/* The spec's pre-tokenizer name, with the aliases llama.cpp writes into GGUF files. */
 static int parse_pre(const char *pre, rt_pre_kind *out)
 {
-    if (strcmp(pre, "gpt2") == 0)
-        *out = RT_PRE_GPT2;
-    else if (strcmp(pre, "smollm") == 0)
-        *out = RT_PRE_SMOLLM;
-    else if (strcmp(pre, "llama3") == 0)
-        *out = RT_PRE_LLAMA3;
-    else
-        return FQ_EUNSUP;
-    return 0;
+    static const struct {
+        const char *name;
+        rt_pre_kind kind;
+    } names[] = {
+        {"gpt2", RT_PRE_GPT2},     {"gpt-2", RT_PRE_GPT2},      {"smollm", RT_PRE_SMOLLM},
+        {"llama3", RT_PRE_LLAMA3}, {"llama-v3", RT_PRE_LLAMA3}, {"llama-bpe", RT_PRE_LLAMA3},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (strcmp(pre, names[i].name) == 0) {
+            *out = names[i].kind;
+            return 0;
+        }
+    }
+    return FQ_EUNSUP;
 }
 
 static bool is_added(uint8_t type)
@@ -285,7 +292,8 @@ static int texts_build(rt_tokenizer *tok, const fq_tok_spec *spec, char *err, si
     size_t t = 0, r = 0;
     for (size_t i = 0; i < n; i++) {
         int32_t type = spec->token_types ? spec->token_types[i] : FQ_TOK_NORMAL;
-        tok->types[i] = (uint8_t)(type >= FQ_TOK_NORMAL && type <= FQ_TOK_BYTE ? type : FQ_TOK_NORMAL);
+        tok->types[i] =
+            (uint8_t)(type >= FQ_TOK_NORMAL && type <= FQ_TOK_BYTE ? type : FQ_TOK_NORMAL);
         size_t len = strlen(spec->tokens[i]);
         memcpy(tok->text + t, spec->tokens[i], len);
         tok->text_off[i] = t;
@@ -326,7 +334,8 @@ static void added_sort(const rt_tokenizer *tok, int32_t *ids, size_t n)
         size_t j = i;
         while (j > 0) {
             int32_t u = ids[j - 1];
-            uint8_t fu = (uint8_t)tok->raw[tok->raw_off[u]], fv = (uint8_t)tok->raw[tok->raw_off[v]];
+            uint8_t fu = (uint8_t)tok->raw[tok->raw_off[u]],
+                    fv = (uint8_t)tok->raw[tok->raw_off[v]];
             size_t lu = raw_len(tok, u), lv = raw_len(tok, v);
             bool after = fu > fv || (fu == fv && (lu < lv || (lu == lv && u > v)));
             if (!after)
@@ -488,16 +497,16 @@ typedef struct rt_encoder {
     const rt_tokenizer *tok;
     rt_text text;
     bool parse_special;
-    bool split_only;   /* record piece ends instead of encoding (rt_tokenizer_split) */
-    int32_t *ids;      /* [n_ids] output ids */
+    bool split_only; /* record piece ends instead of encoding (rt_tokenizer_split) */
+    int32_t *ids;    /* [n_ids] output ids */
     size_t n_ids, cap_ids;
-    size_t *ends;      /* [n_ends] piece end offsets in split mode */
+    size_t *ends; /* [n_ends] piece end offsets in split mode */
     size_t n_ends, cap_ends;
-    rt_symbol *sym;    /* [cap_sym] scratch for one piece */
+    rt_symbol *sym; /* [cap_sym] scratch for one piece */
     size_t cap_sym;
     rt_candidate *heap; /* [cap_heap] scratch for one piece */
     size_t n_heap, cap_heap;
-    char *mapped;      /* [cap_mapped] the byte-level form of one piece (ignore_merges) */
+    char *mapped; /* [cap_mapped] the byte-level form of one piece (ignore_merges) */
     size_t cap_mapped;
 } rt_encoder;
 
@@ -979,8 +988,10 @@ int rt_tokenizer_decode(const rt_tokenizer *tok, const int32_t *ids, size_t n_id
     size_t total = 0;
     for (size_t i = 0; i < n_ids; i++) {
         if (ids[i] < 0 || ids[i] >= tok->n_vocab)
-            return fq_err(err, err_len, FQ_ERANGE, "tokenizer: id %d at position %zu is outside "
-                          "the vocabulary (0..%d)", (int)ids[i], i, (int)tok->n_vocab - 1);
+            return fq_err(err, err_len, FQ_ERANGE,
+                          "tokenizer: id %d at position %zu is outside "
+                          "the vocabulary (0..%d)",
+                          (int)ids[i], i, (int)tok->n_vocab - 1);
         if (!(skip_special && tok->types[ids[i]] == FQ_TOK_CONTROL))
             total += raw_len(tok, ids[i]);
     }

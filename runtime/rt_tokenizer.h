@@ -1,21 +1,23 @@
-/* rt_tokenizer.h — byte-level BPE (GPT-2 / SmolLM2 / Llama-3 style): encode text to ids, decode back.
+/* rt_tokenizer.h — byte-level BPE (GPT-2 / SmolLM2 / Llama-3 style): text to token ids and back.
  *
  * Built from an fq_tok_spec (fq_ckpt.h), which the GGUF reader fills from tokenizer.ggml.* metadata
  * and the HF reader from tokenizer.json. Encoding matches the HF `tokenizers` library: added tokens
  * are matched in the raw text first — control tokens (FQ_TOK_CONTROL, HF's special tokens) over the
  * whole text, then user-defined tokens (FQ_TOK_USER_DEFINED) in the gaps, each pass taking the
  * longest match at the leftmost position — the rest is pre-tokenized (the spec's `pre`: "gpt2"
- * regex, "smollm" = each digit split off then "gpt2", "llama3" regex; hand-written matchers with
- * Unicode classes from generated tables), bytes are mapped to GPT-2's printable unicode alphabet,
- * and each piece is merged by merge rank (ignore_merges: a piece that is a whole vocab entry is
- * taken as is). Invalid UTF-8 input is first repaired the way Python's
- * bytes.decode('utf-8', 'replace') does (each maximal invalid subpart becomes U+FFFD), so raw bytes
- * give the same ids as HF on the decoded string. decode(encode(x)) == x for valid UTF-8.
+ * regex, "smollm" = each digit split off then "gpt2", "llama3" regex, plus llama.cpp's GGUF aliases
+ * "gpt-2", "llama-bpe", "llama-v3"; hand-written matchers with Unicode classes from generated
+ * tables), bytes are mapped to GPT-2's printable unicode alphabet, and each piece is merged by
+ * merge rank (ignore_merges: a piece that is a whole vocab entry is taken as is). Invalid UTF-8
+ * input is first repaired the way Python's bytes.decode('utf-8', 'replace') does (each maximal
+ * invalid subpart becomes U+FFFD), so raw bytes give the same ids as HF on the decoded string.
+ * decode(encode(x)) == x for valid UTF-8 whose bytes all have a token (a byte missing from the
+ * vocabulary is dropped, as HF's BPE without an unk token does: SmolLM2 lacks 04 06 13 14 16 1D).
  *
  * Token texts: normal tokens are in the byte-level alphabet (as in tokenizer.json's vocab and
  * GGUF); control and user-defined tokens are plain UTF-8 (as GGUF stores them), matched and decoded
  * as they are. A normal token with a character outside the alphabet decodes to its text as is.
- * Thread safety: a tokenizer is immutable after create; encode/decode may run on any thread at once.
+ * Thread safety: a tokenizer is immutable after create; every call may run on any thread at once.
  */
 #ifndef RT_TOKENIZER_H
 #define RT_TOKENIZER_H
@@ -42,8 +44,8 @@ typedef struct rt_encode_params {
 
 rt_encode_params rt_encode_default_params(void);
 
-/* Encodes len bytes of text. On success *ids is a malloc'd array of *n_ids ids (caller frees; may be
- * non-NULL with *n_ids == 0). */
+/* Encodes len bytes of text (params NULL = the defaults). On success *ids is a malloc'd array of
+ * *n_ids ids (caller frees; may be non-NULL with *n_ids == 0). */
 int rt_tokenizer_encode(const rt_tokenizer *tok, const char *text, size_t len,
                         const rt_encode_params *params, int32_t **ids, size_t *n_ids, char *err,
                         size_t err_len);

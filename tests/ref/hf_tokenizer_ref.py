@@ -54,9 +54,14 @@ def read_gguf_tokenizer(path):
     }
 
 
+# llama.cpp's names for the same pre-tokenizers in GGUF files.
+PRE_ALIASES = {"gpt-2": "gpt2", "llama-bpe": "llama3", "llama-v3": "llama3"}
+
+
 def pre_tokenizer(pre):
     from tokenizers import Regex, pre_tokenizers as pt
 
+    pre = PRE_ALIASES.get(pre, pre)
     if pre == "gpt2":
         return pt.ByteLevel(add_prefix_space=False, use_regex=True)
     if pre == "smollm":
@@ -74,7 +79,7 @@ def build_tokenizer(meta, pre=None):
 
     if meta["model"] != "gpt2":
         raise ValueError(f"unsupported tokenizer model {meta['model']!r}")
-    pre = pre or meta["pre"]
+    pre = PRE_ALIASES.get(pre or meta["pre"], pre or meta["pre"])
     vocab = {t: i for i, t in enumerate(meta["tokens"])}
     merges = [tuple(m.split(" ")) for m in meta["merges"]]
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, ignore_merges=(pre == "llama3")))
