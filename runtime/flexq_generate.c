@@ -21,13 +21,14 @@ typedef struct gen_args {
     int32_t n_prompts, max_tokens;
     int32_t threads;
     bool ignore_eos;
+    rt_mode mode;
 } gen_args;
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: flexq-generate --model FILE --prompt TEXT [--prompt TEXT ...]\n"
-               "                      [--max-tokens 64] [--ignore-eos] [--threads N] [--backend "
-               "cpu]\n");
+               "                      [--max-tokens 64] [--ignore-eos] [--threads N]\n"
+               "                      [--mode fp|w6a16|w6a8|w6a6|flex] [--backend cpu]\n");
 }
 
 static int parse_count(const char *name, const char *v, int32_t lo, int32_t *out)
@@ -42,6 +43,7 @@ static int parse_count(const char *name, const char *v, int32_t lo, int32_t *out
     return 0;
 }
 
+/* 0: run; 1: help was printed; -1: bad arguments (already reported). */
 static int parse_args(int argc, char **argv, gen_args *a)
 {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
@@ -50,6 +52,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
                                          {"threads", required_argument, 0, 'j'},
                                          {"backend", required_argument, 0, 'B'},
                                          {"ignore-eos", no_argument, 0, 'e'},
+                                         {"mode", required_argument, 0, 'M'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *a = (gen_args){.max_tokens = 64, .backend = "cpu"};
@@ -61,6 +64,14 @@ static int parse_args(int argc, char **argv, gen_args *a)
             break;
         case 'B':
             a->backend = optarg;
+            break;
+        case 'M':
+            if (rt_mode_parse(optarg, &a->mode) != 0) {
+                fprintf(stderr,
+                        "flexq-generate: unknown --mode '%s' (fp, w6a16, w6a8, w6a6, flex)\n",
+                        optarg);
+                rc = -1;
+            }
             break;
         case 'e':
             a->ignore_eos = true;
@@ -80,7 +91,7 @@ static int parse_args(int argc, char **argv, gen_args *a)
             break;
         case 'h':
             usage(stdout);
-            exit(0);
+            return 1;
         default:
             usage(stderr);
             return -1;
@@ -193,6 +204,8 @@ static int run(const gen_args *a, char *err, size_t err_len)
     int32_t *ids[MAX_PROMPTS] = {0};
     int32_t n_ids[MAX_PROMPTS] = {0};
     int rc = rt_model_load(a->model, &m, err, err_len);
+    if (rc == 0)
+        rc = rt_model_prepare_mode(m, a->mode, err, err_len);
     int64_t total = 0;
     rt_encode_params ep = rt_encode_default_params();
     for (int32_t s = 0; rc == 0 && s < a->n_prompts; s++) {
@@ -207,6 +220,7 @@ static int run(const gen_args *a, char *err, size_t err_len)
     if (rc == 0) {
         rt_backend_params bp = rt_backend_default_params();
         bp.n_threads = a->threads;
+        bp.mode = a->mode;
         bp.kv.n_blocks = (int32_t)(total / bp.kv.block_size + a->n_prompts + 1);
         rc = rt_runner_create(m, a->backend, &bp, &r, err, err_len);
     }
@@ -222,8 +236,9 @@ static int run(const gen_args *a, char *err, size_t err_len)
 int main(int argc, char **argv)
 {
     gen_args a;
-    if (parse_args(argc, argv, &a) != 0)
-        return 2;
+    int parsed = parse_args(argc, argv, &a);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : 2;
     char err[1024] = "";
     if (run(&a, err, sizeof err) != 0) {
         fprintf(stderr, "flexq-generate: %s\n", err);

@@ -19,6 +19,7 @@
 
 typedef struct ppl_args {
     const char *model, *text, *backend;
+    rt_mode mode;
     int32_t ctx, max_windows, batch;
     int threads;
 } ppl_args;
@@ -26,7 +27,10 @@ typedef struct ppl_args {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: flexq-ppl --model FILE --text FILE [--ctx 2048] [--max-windows W]\n"
-               "                 [--batch 512] [--threads N] [--backend cpu]\n");
+               "                 [--mode fp|w6a16|w6a8|w6a6|flex] [--batch 512] [--threads N]\n"
+               "                 [--backend cpu]\n"
+               "  FILE: a GGUF file, an HF checkpoint directory or an INT6 model file; the w6*\n"
+               "  modes quantize a checkpoint in memory, flex needs an INT6 file (flexq-quant)\n");
 }
 
 static int parse_int(const char *name, const char *v, int32_t lo, int32_t *out)
@@ -41,17 +45,15 @@ static int parse_int(const char *name, const char *v, int32_t lo, int32_t *out)
     return 0;
 }
 
+/* 0: run; 1: help was printed; -1: bad arguments (already reported). */
 static int parse_args(int argc, char **argv, ppl_args *a)
 {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"text", required_argument, 0, 't'},
-                                         {"ctx", required_argument, 0, 'c'},
-                                         {"max-windows", required_argument, 0, 'w'},
-                                         {"batch", required_argument, 0, 'b'},
-                                         {"threads", required_argument, 0, 'j'},
-                                         {"backend", required_argument, 0, 'B'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"text", required_argument, 0, 't'},
+        {"ctx", required_argument, 0, 'c'},     {"max-windows", required_argument, 0, 'w'},
+        {"batch", required_argument, 0, 'b'},   {"threads", required_argument, 0, 'j'},
+        {"backend", required_argument, 0, 'B'}, {"mode", required_argument, 0, 'M'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     *a = (ppl_args){.ctx = 2048, .max_windows = 0, .batch = 512, .threads = 0, .backend = "cpu"};
     int c, rc = 0;
     int32_t threads = 0;
@@ -65,6 +67,13 @@ static int parse_args(int argc, char **argv, ppl_args *a)
             break;
         case 'B':
             a->backend = optarg;
+            break;
+        case 'M':
+            if (rt_mode_parse(optarg, &a->mode) != 0) {
+                fprintf(stderr, "flexq-ppl: unknown --mode '%s' (fp, w6a16, w6a8, w6a6, flex)\n",
+                        optarg);
+                rc = -1;
+            }
             break;
         case 'c':
             rc = parse_int("ctx", optarg, 2, &a->ctx);
@@ -80,7 +89,7 @@ static int parse_args(int argc, char **argv, ppl_args *a)
             break;
         case 'h':
             usage(stdout);
-            exit(0);
+            return 1;
         default:
             usage(stderr);
             return -1;
@@ -144,9 +153,9 @@ static int print_result(const ppl_args *a, double nll, int64_t scored, int32_t w
 {
     json_t *o = json_pack("{s:f, s:I, s:i, s:i, s:s, s:s, s:I, s:f, s:f, s:f, s:s, s:s}", "ppl",
                           exp(nll / (double)scored), "tokens", (json_int_t)scored, "windows",
-                          windows, "ctx", a->ctx, "mode", "fp32", "backend", a->backend,
-                          "text_tokens", (json_int_t)text_tokens, "nll", nll, "seconds", seconds,
-                          "tokens_per_s", (double)windows * a->ctx / seconds, "joining",
+                          windows, "ctx", a->ctx, "mode", rt_mode_name(a->mode), "backend",
+                          a->backend, "text_tokens", (json_int_t)text_tokens, "nll", nll, "seconds",
+                          seconds, "tokens_per_s", (double)windows * a->ctx / seconds, "joining",
                           "CR stripped, non-empty lines joined with \"\\n\\n\"", "model", a->model);
     if (!o)
         return -1;
@@ -159,6 +168,12 @@ static int print_result(const ppl_args *a, double nll, int64_t scored, int32_t w
     return 0;
 }
 
+static void log_window(void *ud, int32_t w, int32_t n, double nll)
+{
+    (void)ud;
+    fq_log(FQ_LOG_INFO, "window %d/%d: nll %.4f", w + 1, n, nll);
+}
+
 static int run(const ppl_args *a, char *err, size_t err_len)
 {
     rt_model *m = NULL;
@@ -167,30 +182,24 @@ static int run(const ppl_args *a, char *err, size_t err_len)
     size_t n_ids = 0;
     int rc = rt_model_load(a->model, &m, err, err_len);
     if (rc == 0)
+        rc = rt_model_prepare_mode(m, a->mode, err, err_len);
+    if (rc == 0)
         rc = tokenize_text(m, a->text, &ids, &n_ids, err, err_len);
-    int32_t windows = (int32_t)(n_ids / (size_t)a->ctx);
-    if (rc == 0 && a->max_windows > 0 && windows > a->max_windows)
-        windows = a->max_windows;
-    if (rc == 0 && windows == 0)
-        rc = fq_err(err, err_len, FQ_EINVAL, "%s: %zu tokens is less than one window of %d",
-                    a->text, n_ids, a->ctx);
     if (rc == 0) {
         rt_backend_params bp = rt_backend_default_params();
         bp.n_threads = a->threads;
+        bp.mode = a->mode;
         bp.max_batch_tokens = a->batch;
         bp.kv.n_blocks = (a->ctx + bp.kv.block_size - 1) / bp.kv.block_size;
         rc = rt_runner_create(m, a->backend, &bp, &r, err, err_len);
     }
     double nll = 0.0, t0 = fq_now_s();
-    for (int32_t w = 0; rc == 0 && w < windows; w++) {
-        double win = 0.0;
-        rc = rt_runner_score(r, ids + (size_t)w * a->ctx, a->ctx, &win, err, err_len);
-        nll += win;
-        fq_log(FQ_LOG_INFO, "window %d/%d: nll %.4f, running ppl %.4f", w + 1, windows, win,
-               exp(nll / ((double)(w + 1) * (a->ctx - 1))));
-    }
-    if (rc == 0 &&
-        print_result(a, nll, (int64_t)windows * (a->ctx - 1), windows, n_ids, fq_now_s() - t0) != 0)
+    int64_t scored = 0;
+    int32_t windows = 0;
+    if (rc == 0)
+        rc = rt_runner_ppl(r, ids, n_ids, a->ctx, a->max_windows, log_window, NULL, &nll, &scored,
+                           &windows, err, err_len);
+    if (rc == 0 && print_result(a, nll, scored, windows, n_ids, fq_now_s() - t0) != 0)
         rc = fq_err(err, err_len, FQ_ENOMEM, "could not format the result");
     free(ids);
     rt_runner_destroy(r);
@@ -201,8 +210,9 @@ static int run(const ppl_args *a, char *err, size_t err_len)
 int main(int argc, char **argv)
 {
     ppl_args a;
-    if (parse_args(argc, argv, &a) != 0)
-        return 2;
+    int parsed = parse_args(argc, argv, &a);
+    if (parsed != 0)
+        return parsed > 0 ? 0 : 2;
     char err[1024] = "";
     if (run(&a, err, sizeof err) != 0) {
         fprintf(stderr, "flexq-ppl: %s\n", err);

@@ -6,11 +6,18 @@
  * each token over its sequence's cached context (online softmax, GQA) → o projection + residual →
  * RMSNorm → gate, up → SwiGLU → down + residual; then the final norm and lm_head for the rows whose
  * logits are wanted. Matmuls and attention use the thread pool.
+ *
+ * The decoder linears follow the mode (rt_ops.h): fp32 weights; INT6 weights dequantized to fp32
+ * once at create (w6a16); or the FlexQ integer path — the input rows quantized per token and group
+ * (fq_act.h) and multiplied with the packed codes group by group (rt_cpu_int6.h).
  */
+#include "rt_cpu_int6.h"
 #include "rt_cpu_math.h"
 #include "rt_ops.h"
 
+#include "fq_act.h"
 #include "fq_base.h"
+#include "fq_weight.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -30,6 +37,10 @@ struct rt_backend {
     float *k, *v;     /* [M, kv_dim] */
     float *gate, *up; /* [M, n_ff] */
     float *tmp;       /* [M, n_embd] projection output before the residual add */
+    float **deq;      /* w6a16: [n_layer * FQ_LIN_COUNT] dequantized weights */
+    int32_t *abits;   /* [n_layer * FQ_LIN_COUNT] activation bits of the integer modes */
+    int8_t *qx;       /* [M, widest linear input] activation codes */
+    float *sx;        /* [M, widest / 32 + 1] activation scales */
     int32_t *pos;     /* [M] position of each token */
     int32_t *seq_of;  /* [M] batch index of each token's sequence */
     int64_t *slot;    /* [M] cache slot of each token */
@@ -66,6 +77,12 @@ static void cpu_destroy(rt_backend *be)
                      be->k,       be->v,       be->gate, be->up, be->tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
+    for (int64_t i = 0; be->deq && i < (int64_t)be->m->cfg.n_layer * FQ_LIN_COUNT; i++)
+        free(be->deq[i]);
+    free(be->deq);
+    free(be->abits);
+    free(be->qx);
+    free(be->sx);
     free(be->pos);
     free(be->seq_of);
     free(be->slot);
@@ -89,12 +106,94 @@ static int alloc_buffers(rt_backend *be)
     be->v = fq_malloc_array(mt * (size_t)be->kv_dim, sizeof(float));
     be->gate = fq_malloc_array(mt * (size_t)c->n_ff, sizeof(float));
     be->up = fq_malloc_array(mt * (size_t)c->n_ff, sizeof(float));
+    size_t widest = (size_t)(c->n_ff > c->n_embd ? c->n_ff : c->n_embd);
+    widest = widest > qd ? widest : qd;
+    be->qx = fq_malloc_array(mt * widest, sizeof(int8_t));
+    be->sx = fq_malloc_array(mt * (widest / 32 + 1), sizeof(float));
     be->pos = fq_malloc_array(mt, sizeof(int32_t));
     be->seq_of = fq_malloc_array(mt, sizeof(int32_t));
     be->slot = fq_malloc_array(mt, sizeof(int64_t));
     bool ok = be->k_cache && be->v_cache && be->x && be->xn && be->tmp && be->q && be->att &&
-              be->k && be->v && be->gate && be->up && be->pos && be->seq_of && be->slot;
+              be->k && be->v && be->gate && be->up && be->pos && be->seq_of && be->slot && be->qx &&
+              be->sx;
     return ok ? 0 : FQ_ENOMEM;
+}
+
+const char *rt_mode_name(rt_mode mode)
+{
+    static const char *names[] = {"fp", "w6a16", "w6a8", "w6a6", "flex"};
+    return mode >= RT_MODE_FP && mode <= RT_MODE_FLEX ? names[mode] : "?";
+}
+
+int rt_mode_parse(const char *name, rt_mode *mode)
+{
+    for (int i = RT_MODE_FP; i <= RT_MODE_FLEX; i++)
+        if (strcmp(name, rt_mode_name((rt_mode)i)) == 0) {
+            *mode = (rt_mode)i;
+            return 0;
+        }
+    return FQ_EINVAL;
+}
+
+/* The activation bits of every linear in the integer modes; 0 in the fp32 ones. */
+static int plan_abits(rt_backend *be, char *err, size_t err_len)
+{
+    const rt_model *m = be->m;
+    int64_t n = (int64_t)m->cfg.n_layer * FQ_LIN_COUNT;
+    be->abits = fq_calloc_array((size_t)n, sizeof *be->abits);
+    if (!be->abits)
+        return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory");
+    for (int64_t i = 0; i < n; i++) {
+        const rt_linear *l =
+            rt_layer_linear(&m->layers[i / FQ_LIN_COUNT], (fq_lin_type)(i % FQ_LIN_COUNT));
+        int32_t bits = 0;
+        if (be->p.mode == RT_MODE_W6A8 || be->p.mode == RT_MODE_W6A6)
+            bits = be->p.mode == RT_MODE_W6A8 ? 8 : 6;
+        else if (be->p.mode == RT_MODE_FLEX)
+            bits = be->p.abits ? be->p.abits[i] : l->abits;
+        if (be->p.mode == RT_MODE_FLEX && bits != 6 && bits != 8)
+            return fq_err(err, err_len, FQ_EINVAL,
+                          "mode flex: layer %lld %s has activation bits %d (6 or 8 needed; "
+                          "quantize with flexq-quant --abits flex)",
+                          (long long)(i / FQ_LIN_COUNT),
+                          fq_lin_name((fq_lin_type)(i % FQ_LIN_COUNT)), bits);
+        be->abits[i] = bits;
+    }
+    return 0;
+}
+
+/* w6a16: fp32 copies of the dequantized INT6 weights. */
+static int dequantize_all(rt_backend *be, char *err, size_t err_len)
+{
+    const rt_model *m = be->m;
+    int64_t n = (int64_t)m->cfg.n_layer * FQ_LIN_COUNT;
+    be->deq = fq_calloc_array((size_t)n, sizeof *be->deq);
+    for (int64_t i = 0; be->deq && i < n; i++) {
+        const rt_linear *l =
+            rt_layer_linear(&m->layers[i / FQ_LIN_COUNT], (fq_lin_type)(i % FQ_LIN_COUNT));
+        be->deq[i] = fq_malloc_array((size_t)l->n_out * (size_t)l->n_in, sizeof(float));
+        if (!be->deq[i])
+            break;
+        fq_weight_dequantize(l->q6.packed, l->q6.scales, l->n_out, l->n_in, l->q6.group,
+                             be->deq[i]);
+    }
+    if (!be->deq || !be->deq[n - 1])
+        return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory dequantizing weights");
+    return 0;
+}
+
+static int check_mode(const rt_backend *be, char *err, size_t err_len)
+{
+    if (be->p.mode < RT_MODE_FP || be->p.mode > RT_MODE_FLEX)
+        return fq_err(err, err_len, FQ_EINVAL, "cpu backend: unknown mode %d", (int)be->p.mode);
+    if (be->p.mode == RT_MODE_FP && !rt_model_has_fp(be->m))
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "mode fp needs the source weights; this model has only INT6 codes (use "
+                      "w6a16, w6a8, w6a6 or flex, or load the source checkpoint)");
+    if (be->p.mode != RT_MODE_FP && !rt_model_has_q6(be->m))
+        return fq_err(err, err_len, FQ_EINVAL, "mode %s needs INT6 weights; this model has none",
+                      rt_mode_name(be->p.mode));
+    return 0;
 }
 
 static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
@@ -115,7 +214,16 @@ static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend 
     be->p = *p;
     be->kv_dim = (int64_t)m->cfg.n_head_kv * m->cfg.head_dim;
     be->n_slots = (int64_t)p->kv.n_blocks * p->kv.block_size;
-    int rc = rt_pool_create(p->n_threads, &be->pool);
+    int rc = check_mode(be, err, err_len);
+    if (rc == 0)
+        rc = plan_abits(be, err, err_len);
+    if (rc == 0 && p->mode == RT_MODE_W6A16)
+        rc = dequantize_all(be, err, err_len);
+    if (rc) {
+        cpu_destroy(be);
+        return rc;
+    }
+    rc = rt_pool_create(p->n_threads, &be->pool);
     if (rc == 0)
         rc = alloc_buffers(be);
     if (rc) {
@@ -192,6 +300,23 @@ static void attend_one(void *ctx, int64_t idx)
     rt_cpu_attn_end(&acc, hd, be->att + t * (int64_t)n_head * hd + (int64_t)h * hd);
 }
 
+/* y[m, n_out] = x[m, n_in] W^T for linear t of layer l, as the mode says. */
+static void linear_fwd(rt_backend *be, int32_t l, fq_lin_type t, const float *x, int64_t m,
+                       float *y)
+{
+    const rt_linear *lin = rt_layer_linear(&be->m->layers[l], t);
+    int64_t i = (int64_t)l * FQ_LIN_COUNT + t;
+    if (be->p.mode == RT_MODE_FP || be->p.mode == RT_MODE_W6A16) {
+        const float *w = be->p.mode == RT_MODE_FP ? lin->w : be->deq[i];
+        rt_cpu_matmul(be->pool, x, m, lin->n_in, w, lin->n_out, y);
+        return;
+    }
+    const rt_q6 *q = &lin->q6;
+    fq_act_quantize(x, m, lin->n_in, q->group, be->abits[i], be->qx, be->sx);
+    rt_cpu_matmul_q6(be->pool, be->qx, be->sx, m, lin->n_in, q->group, q->packed, q->scales,
+                     q->row_bytes, lin->n_out, y);
+}
+
 static void add_rows(float *x, const float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i++)
@@ -204,9 +329,9 @@ static void attention_block(rt_backend *be, const rt_batch *b, const rt_layer *l
     const fq_config *c = &be->m->cfg;
     int64_t e = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
     rt_cpu_rmsnorm(be->x, ly->attn_norm, m, e, c->norm_eps, be->xn);
-    rt_cpu_matmul(be->pool, be->xn, m, e, ly->q.w, qd, be->q);
-    rt_cpu_matmul(be->pool, be->xn, m, e, ly->k.w, be->kv_dim, be->k);
-    rt_cpu_matmul(be->pool, be->xn, m, e, ly->v.w, be->kv_dim, be->v);
+    linear_fwd(be, l, FQ_LIN_Q, be->xn, m, be->q);
+    linear_fwd(be, l, FQ_LIN_K, be->xn, m, be->k);
+    linear_fwd(be, l, FQ_LIN_V, be->xn, m, be->v);
     float *kc = be->k_cache + (int64_t)l * be->n_slots * be->kv_dim;
     float *vc = be->v_cache + (int64_t)l * be->n_slots * be->kv_dim;
     for (int64_t t = 0; t < m; t++) {
@@ -221,19 +346,19 @@ static void attention_block(rt_backend *be, const rt_batch *b, const rt_layer *l
     }
     attn_task at = {.be = be, .b = b, .kc = kc, .vc = vc};
     rt_pool_run(be->pool, m * c->n_head, attend_one, &at);
-    rt_cpu_matmul(be->pool, be->att, m, qd, ly->o.w, e, be->tmp);
+    linear_fwd(be, l, FQ_LIN_O, be->att, m, be->tmp);
     add_rows(be->x, be->tmp, m * e);
 }
 
-static void mlp_block(rt_backend *be, const rt_layer *ly, int64_t m)
+static void mlp_block(rt_backend *be, const rt_layer *ly, int32_t l, int64_t m)
 {
     const fq_config *c = &be->m->cfg;
     int64_t e = c->n_embd, f = c->n_ff;
     rt_cpu_rmsnorm(be->x, ly->ffn_norm, m, e, c->norm_eps, be->xn);
-    rt_cpu_matmul(be->pool, be->xn, m, e, ly->gate.w, f, be->gate);
-    rt_cpu_matmul(be->pool, be->xn, m, e, ly->up.w, f, be->up);
+    linear_fwd(be, l, FQ_LIN_GATE, be->xn, m, be->gate);
+    linear_fwd(be, l, FQ_LIN_UP, be->xn, m, be->up);
     rt_cpu_silu_mul(be->gate, be->up, m * f);
-    rt_cpu_matmul(be->pool, be->gate, m, f, ly->down.w, e, be->tmp);
+    linear_fwd(be, l, FQ_LIN_DOWN, be->gate, m, be->tmp);
     add_rows(be->x, be->tmp, m * e);
 }
 
@@ -266,7 +391,7 @@ static int cpu_forward(rt_backend *be, const rt_batch *b, float *logits, char *e
                    (size_t)e * sizeof(float));
     for (int32_t l = 0; l < md->cfg.n_layer; l++) {
         attention_block(be, b, &md->layers[l], l, m);
-        mlp_block(be, &md->layers[l], m);
+        mlp_block(be, &md->layers[l], l, m);
     }
     output_logits(be, b, logits);
     return 0;

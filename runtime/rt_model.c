@@ -2,9 +2,13 @@
 #include "rt_model.h"
 
 #include "fq_base.h"
+#include "fq_safetensors.h"
+#include "rt_modelfile.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 static rt_linear linear_of(const fq_tensor *t)
 {
@@ -69,14 +73,91 @@ int rt_model_from_ckpt(fq_ckpt *ck, rt_model **out, char *err, size_t err_len)
     return 0;
 }
 
+/* A regular file named *.safetensors: never a checkpoint (those are directories), so the INT6
+ * loader reports what is wrong with it rather than the GGUF reader. */
+static bool is_safetensors_file(const char *path)
+{
+    struct stat st;
+    size_t n = strlen(path), sfx = strlen(".safetensors");
+    return n >= sfx && strcmp(path + n - sfx, ".safetensors") == 0 && stat(path, &st) == 0 &&
+           S_ISREG(st.st_mode);
+}
+
 int rt_model_load(const char *path, rt_model **out, char *err, size_t err_len)
 {
     *out = NULL;
+    if (is_safetensors_file(path) || rt_modelfile_is_int6(path))
+        return rt_modelfile_load(path, out, err, err_len);
     fq_ckpt *ck = NULL;
     int rc = fq_ckpt_load(path, &ck, err, err_len);
     if (rc)
         return rc;
     return rt_model_from_ckpt(ck, out, err, err_len);
+}
+
+const rt_linear *rt_layer_linear(const rt_layer *ly, fq_lin_type t)
+{
+    switch (t) {
+    case FQ_LIN_Q:
+        return &ly->q;
+    case FQ_LIN_K:
+        return &ly->k;
+    case FQ_LIN_V:
+        return &ly->v;
+    case FQ_LIN_O:
+        return &ly->o;
+    case FQ_LIN_GATE:
+        return &ly->gate;
+    case FQ_LIN_UP:
+        return &ly->up;
+    default:
+        return &ly->down;
+    }
+}
+
+static bool all_linears(const rt_model *m, bool want_q6)
+{
+    for (int32_t l = 0; l < m->cfg.n_layer; l++)
+        for (int t = 0; t < FQ_LIN_COUNT; t++) {
+            const rt_linear *lin = rt_layer_linear(&m->layers[l], (fq_lin_type)t);
+            if (want_q6 ? lin->q6.packed == NULL : lin->w == NULL)
+                return false;
+        }
+    return true;
+}
+
+bool rt_model_has_fp(const rt_model *m)
+{
+    return all_linears(m, false);
+}
+
+bool rt_model_has_q6(const rt_model *m)
+{
+    return all_linears(m, true);
+}
+
+int rt_model_quantize(rt_model *m, int32_t group_request, fq_progress_fn progress, void *ud,
+                      char *err, size_t err_len)
+{
+    if (!m->ck || m->qmodel)
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "only a model loaded from a checkpoint can be quantized, and only once");
+    fq_qmodel *qm = NULL;
+    int rc = fq_qmodel_quantize(m->ck, group_request, progress, ud, &qm, err, err_len);
+    if (rc)
+        return rc;
+    for (int32_t l = 0; l < m->cfg.n_layer; l++)
+        for (int t = 0; t < FQ_LIN_COUNT; t++) {
+            const fq_qlinear *q = &qm->lin[l * FQ_LIN_COUNT + t];
+            rt_linear *lin = (rt_linear *)rt_layer_linear(&m->layers[l], (fq_lin_type)t);
+            lin->q6 = (rt_q6){.packed = q->packed,
+                              .scales = q->scales,
+                              .group = q->group,
+                              .row_bytes = q->row_bytes};
+            lin->abits = 0; /* undecided: only flexq-quant's analysis picks per-linear bits */
+        }
+    m->qmodel = qm;
+    return 0;
 }
 
 void rt_model_destroy(rt_model *m)
@@ -86,5 +167,9 @@ void rt_model_destroy(rt_model *m)
     rt_tokenizer_destroy(m->tok);
     free(m->layers);
     fq_ckpt_destroy(m->ck);
+    fq_st_close(m->file);
+    fq_qmodel_destroy(m->qmodel);
+    free(m->arena);
+    free(m->quant_json);
     free(m);
 }

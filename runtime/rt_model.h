@@ -9,8 +9,10 @@
 #define RT_MODEL_H
 
 #include "fq_ckpt.h"
+#include "fq_weight.h"
 #include "rt_tokenizer.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -64,6 +66,19 @@ int rt_model_load(const char *path, rt_model **out, char *err, size_t err_len);
 
 /* Builds a model from a checkpoint, taking ownership of ck (also on failure). */
 int rt_model_from_ckpt(fq_ckpt *ck, rt_model **out, char *err, size_t err_len);
+
+/* Quantizes every decoder linear of a checkpoint-backed model to INT6 in memory (group_request: 0 =
+ * auto, else 128/64/32), giving each linear its q6 form (abits stay 0: undecided); fp32 weights
+ * stay. Progress as fq_qmodel_quantize. Not for models loaded from an INT6 file. */
+int rt_model_quantize(rt_model *m, int32_t group_request, fq_progress_fn progress, void *ud,
+                      char *err, size_t err_len);
+
+/* The linear of type t in a layer. */
+const rt_linear *rt_layer_linear(const rt_layer *ly, fq_lin_type t);
+
+/* True when every decoder linear has fp32 weights / an INT6 form. */
+bool rt_model_has_fp(const rt_model *m);
+bool rt_model_has_q6(const rt_model *m);
 
 void rt_model_destroy(rt_model *m); /* NULL is a no-op */
 

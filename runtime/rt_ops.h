@@ -35,7 +35,24 @@ typedef struct rt_batch {
 int64_t rt_batch_n_tokens(const rt_batch *b);
 int64_t rt_batch_n_logits(const rt_batch *b);
 
+/* How the decoder linears compute (everything else is fp32 on the CPU backend). */
+typedef enum {
+    RT_MODE_FP = 0, /* fp32 weights of the source checkpoint, fp32 activations */
+    RT_MODE_W6A16,  /* INT6 weights dequantized to fp32, fp32 activations (weights-only error) */
+    RT_MODE_W6A8,   /* INT6 weights, every linear's input quantized to 8 bits per token and group */
+    RT_MODE_W6A6,   /* the same with 6-bit activations everywhere */
+    RT_MODE_FLEX    /* per-linear activation bits: params.abits, else each linear's own abits */
+} rt_mode;
+
+/* "fp", "w6a16", "w6a8", "w6a6", "flex". */
+const char *rt_mode_name(rt_mode mode);
+/* Parses a mode name; FQ_EINVAL for an unknown one. */
+int rt_mode_parse(const char *name, rt_mode *mode);
+
 typedef struct rt_backend_params {
+    rt_mode mode;             /* default RT_MODE_FP */
+    const int32_t *abits;     /* flex: [n_layer * FQ_LIN_COUNT] bits (6 or 8), borrowed for the
+                                 backend's life; NULL = each linear's abits */
     int n_threads;            /* CPU threads; 0 = one per core */
     rt_kv_params kv;          /* cache geometry; the caller's rt_kv must use the same */
     int32_t max_batch_tokens; /* most tokens one step may carry; default 512 */

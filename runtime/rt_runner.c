@@ -21,6 +21,13 @@ rt_greedy_params rt_greedy_default_params(void)
     return (rt_greedy_params){.max_new_tokens = 32, .stop_at_eos = true};
 }
 
+int rt_model_prepare_mode(rt_model *m, rt_mode mode, char *err, size_t err_len)
+{
+    if (mode == RT_MODE_FP || rt_model_has_q6(m) || !m->ck)
+        return 0; /* anything still missing is reported by the backend */
+    return rt_model_quantize(m, 0, NULL, NULL, err, err_len);
+}
+
 int rt_runner_create(const rt_model *m, const char *backend, const rt_backend_params *p,
                      rt_runner **out, char *err, size_t err_len)
 {
@@ -239,6 +246,30 @@ int rt_runner_score(rt_runner *r, const int32_t *tokens, int32_t n, double *nll,
         rc = feed_chunks(r, &kv, tokens, n, true, nll, NULL, err, err_len);
     rt_kv_seq_release(r->kv, &kv);
     return rc;
+}
+
+int rt_runner_ppl(rt_runner *r, const int32_t *tokens, size_t n, int32_t ctx, int32_t max_windows,
+                  rt_window_cb on_window, void *ud, double *nll, int64_t *scored, int32_t *windows,
+                  char *err, size_t err_len)
+{
+    *nll = 0.0;
+    *scored = 0;
+    *windows = ctx >= 2 ? (int32_t)(n / (size_t)ctx) : 0;
+    if (max_windows > 0 && *windows > max_windows)
+        *windows = max_windows;
+    if (*windows == 0)
+        return fq_err(err, err_len, FQ_EINVAL, "%zu tokens is less than one window of %d", n, ctx);
+    for (int32_t w = 0; w < *windows; w++) {
+        double win = 0.0;
+        int rc = rt_runner_score(r, tokens + (size_t)w * (size_t)ctx, ctx, &win, err, err_len);
+        if (rc)
+            return rc;
+        *nll += win;
+        *scored += ctx - 1;
+        if (on_window)
+            on_window(ud, w, *windows, win);
+    }
+    return 0;
 }
 
 int rt_runner_last_logits(rt_runner *r, const int32_t *tokens, int32_t n, float *logits, char *err,

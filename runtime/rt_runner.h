@@ -17,6 +17,10 @@
 
 typedef struct rt_runner rt_runner;
 
+/* Gets a model ready for a mode: a checkpoint-backed model is quantized to INT6 in memory (group
+ * size automatic) when the mode needs INT6 weights and it has none. Errors name what is missing. */
+int rt_model_prepare_mode(rt_model *m, rt_mode mode, char *err, size_t err_len);
+
 /* m is borrowed and must outlive the runner. backend: "cpu". */
 int rt_runner_create(const rt_model *m, const char *backend, const rt_backend_params *p,
                      rt_runner **out, char *err, size_t err_len);
@@ -47,6 +51,16 @@ int rt_runner_greedy(rt_runner *r, const int32_t *const *prompts, const int32_t 
  * before i) in *nll, in double precision. */
 int rt_runner_score(rt_runner *r, const int32_t *tokens, int32_t n, double *nll, char *err,
                     size_t err_len);
+
+/* Called after each perplexity window with its index, the window count and its nll. */
+typedef void (*rt_window_cb)(void *ud, int32_t window, int32_t n_windows, double nll);
+
+/* Perplexity over the non-overlapping windows of ctx tokens of tokens[0, n) (an incomplete tail is
+ * dropped; at most max_windows when > 0), each scored on all but its first token. Fills *nll (sum),
+ * *scored (tokens scored) and *windows; returns FQ_EINVAL when not even one window fits. */
+int rt_runner_ppl(rt_runner *r, const int32_t *tokens, size_t n, int32_t ctx, int32_t max_windows,
+                  rt_window_cb on_window, void *ud, double *nll, int64_t *scored, int32_t *windows,
+                  char *err, size_t err_len);
 
 /* The logits of the last token of one prompt: [n_vocab] into logits. */
 int rt_runner_last_logits(rt_runner *r, const int32_t *tokens, int32_t n, float *logits, char *err,

@@ -2,6 +2,7 @@
  */
 #include "tc_tiny_model.h"
 
+#include "fq_base.h"
 #include "tc_gguf_write.h"
 #include "tc_st_write.h"
 
@@ -136,8 +137,10 @@ static int add_w(tiny_w *w, int *n, const char *name, const char *hf, int64_t d0
     t->data = malloc((size_t)numel * sizeof(float));
     if (!t->data)
         return -1;
+    /* values exactly representable in fp16, so an INT6 model file (fp16 embeddings and norms)
+     * holds the very same numbers as the checkpoint */
     for (int64_t i = 0; i < numel; i++)
-        t->data[i] = offset + rng_uniform(rng, scale);
+        t->data[i] = fq_f16_to_f32(fq_f32_to_f16(offset + rng_uniform(rng, scale)));
     return 0;
 }
 
