@@ -1,5 +1,6 @@
-/* fq_act.c — the reference dynamic activation quantizer (per token, per group, 6 or 8 bits), written
- * operation for operation as fq_act.h states it so the CUDA quantizers can match it bit for bit. */
+/* fq_act.c — the reference dynamic activation quantizer (per token, per group, 6 or 8 bits),
+ * written operation for operation as fq_act.h states it so the CUDA quantizers can match it bit for
+ * bit. */
 #include "fq_act.h"
 
 #include "fq_base.h"
@@ -30,14 +31,12 @@ static float quantize_group(const float *x, int32_t g, float qmax, int8_t *q)
     return s;
 }
 
-void fq_act_quantize(const float *x, int64_t m, int64_t k, int32_t g, int bits, int8_t *q,
-                     float *s)
+void fq_act_quantize(const float *x, int64_t m, int64_t k, int32_t g, int bits, int8_t *q, float *s)
 {
     FQ_ASSERT(g > 0 && k % g == 0 && (bits == 6 || bits == 8));
     float qmax = (float)((1 << (bits - 1)) - 1);
     int64_t n_groups = k / g;
     for (int64_t r = 0; r < m; r++)
         for (int64_t gi = 0; gi < n_groups; gi++)
-            s[r * n_groups + gi] =
-                quantize_group(x + r * k + gi * g, g, qmax, q + r * k + gi * g);
+            s[r * n_groups + gi] = quantize_group(x + r * k + gi * g, g, qmax, q + r * k + gi * g);
 }

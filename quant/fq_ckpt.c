@@ -4,6 +4,7 @@
 #include "fq_base.h"
 #include "fq_gguf.h"
 #include "fq_safetensors.h"
+#include "fq_weight.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -119,39 +120,40 @@ static int validate_config(const fq_ckpt *ck, char *err, size_t err_len)
     return 0;
 }
 
+static int validate_layer(const fq_ckpt *ck, int32_t l, char *err, size_t err_len)
+{
+    char name[FQ_TENSOR_NAME_MAX];
+    int64_t e = ck->cfg.n_embd;
+    snprintf(name, sizeof name, "blk.%d.attn_norm", l);
+    int rc = expect_tensor(ck, name, 1, e, 0, err, err_len);
+    snprintf(name, sizeof name, "blk.%d.ffn_norm", l);
+    if (rc == 0)
+        rc = expect_tensor(ck, name, 1, e, 0, err, err_len);
+    for (int t = 0; t < FQ_LIN_COUNT && rc == 0; t++) {
+        int64_t n_out, n_in;
+        fq_lin_shape(&ck->cfg, (fq_lin_type)t, &n_out, &n_in);
+        snprintf(name, sizeof name, "blk.%d.%s", l, fq_lin_name((fq_lin_type)t));
+        rc = expect_tensor(ck, name, 2, n_out, n_in, err, err_len);
+    }
+    return rc;
+}
+
 int fq_ckpt_validate(const fq_ckpt *ck, char *err, size_t err_len)
 {
     int rc = validate_config(ck, err, err_len);
     if (rc)
         return rc;
     const fq_config *c = &ck->cfg;
-    int64_t q_dim = (int64_t)c->n_head * c->head_dim, kv_dim = (int64_t)c->n_head_kv * c->head_dim;
     if ((rc = expect_tensor(ck, "token_embd", 2, c->n_vocab, c->n_embd, err, err_len)) ||
         (rc = expect_tensor(ck, "output_norm", 1, c->n_embd, 0, err, err_len)))
         return rc;
     if (!c->tied_embeddings &&
         (rc = expect_tensor(ck, "output", 2, c->n_vocab, c->n_embd, err, err_len)))
         return rc;
-    for (int32_t l = 0; l < c->n_layer; l++) {
-        struct {
-            const char *suffix;
-            int n_dims;
-            int64_t d0, d1;
-        } want[] = {
-            {"attn_norm", 1, c->n_embd, 0},       {"attn_q", 2, q_dim, c->n_embd},
-            {"attn_k", 2, kv_dim, c->n_embd},     {"attn_v", 2, kv_dim, c->n_embd},
-            {"attn_output", 2, c->n_embd, q_dim}, {"ffn_norm", 1, c->n_embd, 0},
-            {"ffn_gate", 2, c->n_ff, c->n_embd},  {"ffn_up", 2, c->n_ff, c->n_embd},
-            {"ffn_down", 2, c->n_embd, c->n_ff},
-        };
-        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-            char name[FQ_TENSOR_NAME_MAX];
-            snprintf(name, sizeof name, "blk.%d.%s", l, want[i].suffix);
-            rc = expect_tensor(ck, name, want[i].n_dims, want[i].d0, want[i].d1, err, err_len);
-            if (rc)
-                return rc;
-        }
-    }
+    for (int32_t l = 0; l < c->n_layer && rc == 0; l++)
+        rc = validate_layer(ck, l, err, err_len);
+    if (rc)
+        return rc;
     if (ck->tok.n_tokens > c->n_vocab)
         return fq_err(err, err_len, FQ_EFORMAT, "%s: tokenizer has %d tokens but the model only %d",
                       ck->path, ck->tok.n_tokens, c->n_vocab);

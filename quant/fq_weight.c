@@ -20,15 +20,40 @@
 #include <string.h>
 #include <unistd.h>
 
-#define FQ_SCALE_MIN 1e-5f
-#define FQ_SCALE_MAX 1e4f
-#define FQ_QUANT_MAX_THREADS 16
+#define FQ_SCALE_MIN          1e-5f
+#define FQ_SCALE_MAX          1e4f
+#define FQ_QUANT_MAX_THREADS  16
 #define FQ_QUANT_MIN_PARALLEL (1 << 16) /* weights below which threads cost more than they save */
+
+void fq_lin_shape(const fq_config *c, fq_lin_type t, int64_t *n_out, int64_t *n_in)
+{
+    int64_t e = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
+    int64_t kvd = (int64_t)c->n_head_kv * c->head_dim;
+    switch (t) {
+    case FQ_LIN_Q:
+        *n_out = qd, *n_in = e;
+        break;
+    case FQ_LIN_K:
+    case FQ_LIN_V:
+        *n_out = kvd, *n_in = e;
+        break;
+    case FQ_LIN_O:
+        *n_out = e, *n_in = qd;
+        break;
+    case FQ_LIN_GATE:
+    case FQ_LIN_UP:
+        *n_out = c->n_ff, *n_in = e;
+        break;
+    default:
+        *n_out = e, *n_in = c->n_ff;
+        break;
+    }
+}
 
 const char *fq_lin_name(fq_lin_type t)
 {
-    static const char *const names[FQ_LIN_COUNT] = {
-        "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+    static const char *const names[FQ_LIN_COUNT] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                    "ffn_gate", "ffn_up", "ffn_down"};
     return (int)t >= 0 && t < FQ_LIN_COUNT ? names[t] : "?";
 }
 
@@ -100,7 +125,8 @@ void fq_weight_dequantize(const uint8_t *packed, const uint16_t *scales, int64_t
         for (int64_t k0 = 0; k0 < k; k0 += FQ_PACK_CHUNK) {
             int8_t q[FQ_PACK_CHUNK];
             int64_t len = k - k0 < FQ_PACK_CHUNK ? k - k0 : FQ_PACK_CHUNK;
-            fq_unpack_row(packed + r * row_bytes + k0 / FQ_PACK_CHUNK * FQ_PACK_CHUNK_BYTES, len, q);
+            fq_unpack_row(packed + r * row_bytes + k0 / FQ_PACK_CHUNK * FQ_PACK_CHUNK_BYTES, len,
+                          q);
             for (int64_t j = 0; j < len; j++)
                 w[r * k + k0 + j] =
                     fq_f16_to_f32(scales[r * n_groups + (k0 + j) / g]) * (float)q[j];
@@ -146,6 +172,8 @@ static void quantize_linear(const float *w, fq_qlinear *lin, int n_threads)
         n_threads = 1;
     if (n_threads > lin->n_out)
         n_threads = (int)lin->n_out;
+    if (n_threads < 1)
+        n_threads = 1;
     quant_job jobs[FQ_QUANT_MAX_THREADS];
     pthread_t tids[FQ_QUANT_MAX_THREADS];
     bool started[FQ_QUANT_MAX_THREADS] = {false};

@@ -29,6 +29,9 @@ typedef enum {
  * "ffn_up", "ffn_down". */
 const char *fq_lin_name(fq_lin_type t);
 
+/* Rows (n_out) and columns (n_in) of linear type t under a config. */
+void fq_lin_shape(const fq_config *c, fq_lin_type t, int64_t *n_out, int64_t *n_in);
+
 /* One quantized linear. */
 typedef struct fq_qlinear {
     int64_t n_out;     /* rows N */
@@ -60,8 +63,8 @@ void fq_weight_dequantize(const uint8_t *packed, const uint16_t *scales, int64_t
                           int32_t g, float *w);
 
 /* Quantizes every decoder linear of ck (group_request: 0 = auto, else 128/64/32, which must divide
- * every K) with abits 8 everywhere; progress(ud, done, total, name) is called after each linear when
- * not NULL. On success *out is caller-owned (fq_qmodel_destroy). */
+ * every K) with abits 8 everywhere; progress(ud, done, total, name) is called after each linear
+ * when not NULL. On success *out is caller-owned (fq_qmodel_destroy). */
 typedef void (*fq_progress_fn)(void *ud, int64_t done, int64_t total, const char *name);
 int fq_qmodel_quantize(const fq_ckpt *ck, int32_t group_request, fq_progress_fn progress, void *ud,
                        fq_qmodel **out, char *err, size_t err_len);

@@ -259,7 +259,7 @@ static int choose_abits(rt_model *m, quant_args *a, char **sens_json, char *err,
         rc = rt_sensitivity_run(m, &a->sens, &res, err, err_len);
     if (rc == 0) {
         set_all_abits(qm, res.abits, 0);
-        *sens_json = rt_sens_result_json(&res, &a->sens, m);
+        *sens_json = rt_sens_result_json(&res, &a->sens);
         for (int32_t u = 0; u < res.n_units && !a->sens.per_linear; u++)
             fprintf(stderr, "  %-12s A6 ppl %9.4f  (+%.4f, %+.3f%%)  -> %s\n", res.units[u].name,
                     res.units[u].ppl, res.units[u].delta, 100 * res.units[u].delta / res.ppl_a8,

@@ -47,10 +47,10 @@ typedef float v8f __attribute__((vector_size(32)));
 
 #if defined(__clang__)
 #define SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#define Q6_UNROLL _Pragma("unroll")
+#define Q6_UNROLL        _Pragma("unroll")
 #else
 #define SHUF8(a, b, ...) __builtin_shuffle(a, b, (v8i){__VA_ARGS__})
-#define Q6_UNROLL _Pragma("GCC unroll 8")
+#define Q6_UNROLL        _Pragma("GCC unroll 8")
 #endif
 
 #if defined(__has_builtin)
@@ -62,11 +62,11 @@ typedef float v8f __attribute__((vector_size(32)));
 #define Q6_HAVE_SHUFFLEVECTOR 0
 #endif
 
-#define Q6_NT 16    /* weight rows per task */
-#define Q6_KB 512   /* codes of K per block: the unpacked tile is Q6_NT x Q6_KB int16 = 16 KiB */
-#define Q6_SPAN 32  /* codes of one even/odd span: two 16-lane vectors */
-#define Q6_WIDEN 128 /* codes an int16 accumulator may sum before widening: 8 per lane */
-#define Q6_MR 4     /* activation rows of the 4x2 kernel */
+#define Q6_NT         16 /* weight rows per task */
+#define Q6_KB         512 /* codes of K per block: the unpacked tile is Q6_NT x Q6_KB int16 = 16 KiB */
+#define Q6_SPAN       32  /* codes of one even/odd span: two 16-lane vectors */
+#define Q6_WIDEN      128 /* codes an int16 accumulator may sum before widening: 8 per lane */
+#define Q6_MR         4   /* activation rows of the 4x2 kernel */
 #define Q6_MAX_GROUPS (Q6_KB / Q6_SPAN)
 
 typedef struct q6_task {
@@ -79,21 +79,22 @@ typedef struct q6_task {
     int32_t g;
 } q6_task;
 
-/* One block of K, in split order: w[r] = -q_w[n0 + r, k0 ..], s[r][gl] = f32(sw[n0 + r, g0 + gl]),
- * x[i] = the current activation rows' codes. */
+/* One block of K, in split order: w[r] = -q_w[n0 + r, k0 ..], s[gl][r] = f32(sw[n0 + r, g0 + gl])
+ * (0 for rows past the tile's end), x[i] = the current activation rows' codes. */
 typedef struct q6_tile {
     int16_t w[Q6_NT][Q6_KB];
-    float s[Q6_NT][Q6_MAX_GROUPS];
+    float s[Q6_MAX_GROUPS][Q6_NT];
     int16_t x[Q6_MR][Q6_KB];
 } q6_tile;
 
-/* The operands of a kernel's 8 results. */
+/* The operands of a kernel's 8 results: result j is activation row j / 2 times weight row j % 2
+ * (4x2), or activation row 0 times weight row j (1x8). */
 typedef struct q6_block {
-    const int16_t *x[8]; /* activation row of result j in the tile */
-    const int16_t *w[8]; /* weight row of result j in the tile */
-    const float *sx[8];  /* activation scales of result j, at the block's first group */
-    const float *sw[8];  /* weight scales of result j in the tile */
-    float *y[8];         /* output of result j, or NULL when j is padding */
+    const int16_t *x[Q6_MR]; /* activation rows in the tile */
+    const int16_t *w[8];     /* weight rows in the tile */
+    const float *sx[Q6_MR];  /* activation scales, at the block's first group */
+    const float *sw;         /* &tile.s[0][first weight row]: 8 (1x8) or 2 (4x2) per group */
+    float *y[8];             /* output of result j, or NULL when j is padding */
 } q6_block;
 
 /* ---- unpacking to split order ---- */
@@ -117,8 +118,8 @@ Q6_INLINE void unpack_chunk(const uint8_t *chunk, int16_t *out)
     memcpy(&h, chunk + 32, sizeof h);
     v16ub h2 = h << 2;
 #if Q6_HAVE_SHUFFLEVECTOR
-    hh = __builtin_shufflevector(h2, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17,
-                                 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
+    hh = __builtin_shufflevector(h2, h, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16,
+                                 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
 #else /* slower: the 32-byte load waits for the two 16-byte stores */
     uint8_t bytes[32];
     memcpy(bytes, &h2, 16);
@@ -132,8 +133,8 @@ Q6_INLINE void unpack_chunk(const uint8_t *chunk, int16_t *out)
 }
 
 RT_MULTIVERSION
-static void unpack_rows(const uint8_t *packed, int64_t row_bytes, int rows, int64_t k0,
-                        int64_t len, int16_t (*w)[Q6_KB])
+static void unpack_rows(const uint8_t *packed, int64_t row_bytes, int rows, int64_t k0, int64_t len,
+                        int16_t (*w)[Q6_KB])
 {
     for (int r = 0; r < rows; r++) {
         const uint8_t *row = packed + r * row_bytes + k0 / FQ_PACK_CHUNK * FQ_PACK_CHUNK_BYTES;
@@ -176,10 +177,10 @@ Q6_INLINE void reduce8_add(const v16h a[8], v8i *d)
     for (int j = 0; j < 4; j++)
         t[j] = SHUF8(w[2 * j], w[2 * j + 1], 0, 8, 2, 10, 4, 12, 6, 14) +
                SHUF8(w[2 * j], w[2 * j + 1], 1, 9, 3, 11, 5, 13, 7, 15);
-    v8i u0 = SHUF8(t[0], t[1], 0, 1, 8, 9, 4, 5, 12, 13) +
-             SHUF8(t[0], t[1], 2, 3, 10, 11, 6, 7, 14, 15);
-    v8i u1 = SHUF8(t[2], t[3], 0, 1, 8, 9, 4, 5, 12, 13) +
-             SHUF8(t[2], t[3], 2, 3, 10, 11, 6, 7, 14, 15);
+    v8i u0 =
+        SHUF8(t[0], t[1], 0, 1, 8, 9, 4, 5, 12, 13) + SHUF8(t[0], t[1], 2, 3, 10, 11, 6, 7, 14, 15);
+    v8i u1 =
+        SHUF8(t[2], t[3], 0, 1, 8, 9, 4, 5, 12, 13) + SHUF8(t[2], t[3], 2, 3, 10, 11, 6, 7, 14, 15);
     *d += SHUF8(u0, u1, 0, 1, 2, 3, 8, 9, 10, 11) + SHUF8(u0, u1, 4, 5, 6, 7, 12, 13, 14, 15);
 }
 
@@ -195,7 +196,7 @@ Q6_INLINE void sums_4x2(const q6_block *b, int64_t j0, int32_t n, v8i *d)
         LOAD16(w1, b->w[1] + j);
         Q6_UNROLL
         for (int r = 0; r < 4; r++) {
-            LOAD16(xv, b->x[2 * r] + j);
+            LOAD16(xv, b->x[r] + j);
             a[2 * r] += xv * w0;
             a[2 * r + 1] += xv * w1;
         }
@@ -223,7 +224,7 @@ Q6_INLINE void sums_1x8(const q6_block *b, int64_t j0, int32_t n, v8i *d)
  * whether this is K's first block (start from 0) or a later one (continue from y). */
 Q6_INLINE void kernel8(const q6_block *b, bool four_by_two, int64_t len, int32_t g, bool first)
 {
-    float init[8], sxs[8], sws[8];
+    float init[8];
     for (int j = 0; j < 8; j++)
         init[j] = first || !b->y[j] ? 0.0f : *b->y[j];
     v8f acc, sxv, swv;
@@ -237,13 +238,15 @@ Q6_INLINE void kernel8(const q6_block *b, bool four_by_two, int64_t len, int32_t
             else
                 sums_1x8(b, s, n, &neg);
         v8i d = -neg;
-        Q6_UNROLL
-        for (int j = 0; j < 8; j++) {
-            sxs[j] = b->sx[j][gl];
-            sws[j] = b->sw[j][gl];
+        const float *sw = b->sw + gl * Q6_NT;
+        if (four_by_two) {
+            float x0 = b->sx[0][gl], x1 = b->sx[1][gl], x2 = b->sx[2][gl], x3 = b->sx[3][gl];
+            sxv = (v8f){x0, x0, x1, x1, x2, x2, x3, x3};
+            swv = (v8f){sw[0], sw[1], sw[0], sw[1], sw[0], sw[1], sw[0], sw[1]};
+        } else {
+            sxv = (v8f){0} + b->sx[0][gl];
+            memcpy(&swv, sw, sizeof swv);
         }
-        memcpy(&sxv, sxs, sizeof sxv);
-        memcpy(&swv, sws, sizeof swv);
         v8f scale = sxv * swv;
         v8f term = scale * __builtin_convertvector(d, v8f);
         acc = acc + term;
@@ -288,17 +291,24 @@ typedef struct q6_pos {
     int rows;
 } q6_pos;
 
-/* Result j of a block: activation row r (tile x row xi) against tile row c (padding if c >= rows).
- */
-static void block_set(q6_block *b, int j, const q6_task *t, const q6_tile *tl, const q6_pos *p,
-                      int64_t r, int xi, int c)
+/* The block of activation rows r0 .. r0 + nx - 1 (tile x rows 0 ..) and weight rows c0 ... */
+static void block_init(q6_block *b, const q6_task *t, const q6_tile *tl, const q6_pos *p,
+                       int64_t r0, int nx, int c0)
 {
-    int cc = c < p->rows ? c : 0;
-    b->x[j] = tl->x[xi];
-    b->sx[j] = t->sx + r * t->n_groups + p->g0;
-    b->w[j] = tl->w[cc];
-    b->sw[j] = tl->s[cc];
-    b->y[j] = c < p->rows ? t->y + r * t->n + p->n0 + c : NULL;
+    for (int i = 0; i < Q6_MR; i++) {
+        int xi = i < nx ? i : 0;
+        b->x[i] = tl->x[xi];
+        b->sx[i] = t->sx + (r0 + xi) * t->n_groups + p->g0;
+    }
+    int nw = nx == 1 ? 8 : 2;
+    for (int c = 0; c < nw; c++)
+        b->w[c] = tl->w[c0 + c < p->rows ? c0 + c : 0];
+    b->sw = &tl->s[0][c0];
+    for (int j = 0; j < 8; j++) {
+        int64_t r = r0 + (nx == 1 ? 0 : j / 2);
+        int c = c0 + (nx == 1 ? j : j % 2);
+        b->y[j] = c < p->rows ? t->y + r * t->n + p->n0 + c : NULL;
+    }
 }
 
 /* All activation rows against the tile's rows, for one block of K. */
@@ -311,16 +321,14 @@ static void tile_block(const q6_task *t, q6_tile *tl, const q6_pos *p)
         for (int i = 0; i < Q6_MR; i++)
             split_activations(t->qx + (r0 + i) * t->k + p->k0, p->len, tl->x[i]);
         for (int c0 = 0; c0 < p->rows; c0 += 2) {
-            for (int j = 0; j < 8; j++)
-                block_set(&b, j, t, tl, p, r0 + j / 2, j / 2, c0 + j % 2);
+            block_init(&b, t, tl, p, r0, Q6_MR, c0);
             kernel_4x2(&b, p->len, t->g, first);
         }
     }
     for (int64_t r = m4; r < t->m; r++) {
         split_activations(t->qx + r * t->k + p->k0, p->len, tl->x[0]);
         for (int c0 = 0; c0 < p->rows; c0 += 8) {
-            for (int j = 0; j < 8; j++)
-                block_set(&b, j, t, tl, p, r, 0, c0 + j);
+            block_init(&b, t, tl, p, r, 1, c0);
             kernel_1x8(&b, p->len, t->g, first);
         }
     }
@@ -331,10 +339,15 @@ static void tile_load(const q6_task *t, q6_tile *tl, const q6_pos *p)
 {
     unpack_rows(t->packed + p->n0 * t->row_bytes, t->row_bytes, p->rows, p->k0, p->len, tl->w);
     int64_t ng = p->len / t->g;
-    for (int r = 0; r < p->rows; r++) {
+    for (int r = 0; r < Q6_NT; r++) {
+        if (r >= p->rows) {
+            for (int64_t gl = 0; gl < ng; gl++)
+                tl->s[gl][r] = 0.0f;
+            continue;
+        }
         const uint16_t *sw = t->sw + (p->n0 + r) * t->n_groups + p->g0;
         for (int64_t gl = 0; gl < ng; gl++)
-            tl->s[r][gl] = f16_to_f32(sw[gl]);
+            tl->s[gl][r] = f16_to_f32(sw[gl]);
     }
 }
 

@@ -95,24 +95,15 @@ int rt_model_load(const char *path, rt_model **out, char *err, size_t err_len)
     return rt_model_from_ckpt(ck, out, err, err_len);
 }
 
+rt_linear *rt_layer_linear_mut(rt_layer *ly, fq_lin_type t)
+{
+    rt_linear *lin[FQ_LIN_COUNT] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down};
+    return lin[t];
+}
+
 const rt_linear *rt_layer_linear(const rt_layer *ly, fq_lin_type t)
 {
-    switch (t) {
-    case FQ_LIN_Q:
-        return &ly->q;
-    case FQ_LIN_K:
-        return &ly->k;
-    case FQ_LIN_V:
-        return &ly->v;
-    case FQ_LIN_O:
-        return &ly->o;
-    case FQ_LIN_GATE:
-        return &ly->gate;
-    case FQ_LIN_UP:
-        return &ly->up;
-    default:
-        return &ly->down;
-    }
+    return rt_layer_linear_mut((rt_layer *)ly, t);
 }
 
 static bool all_linears(const rt_model *m, bool want_q6)
@@ -149,7 +140,7 @@ int rt_model_quantize(rt_model *m, int32_t group_request, fq_progress_fn progres
     for (int32_t l = 0; l < m->cfg.n_layer; l++)
         for (int t = 0; t < FQ_LIN_COUNT; t++) {
             const fq_qlinear *q = &qm->lin[l * FQ_LIN_COUNT + t];
-            rt_linear *lin = (rt_linear *)rt_layer_linear(&m->layers[l], (fq_lin_type)t);
+            rt_linear *lin = rt_layer_linear_mut(&m->layers[l], (fq_lin_type)t);
             lin->q6 = (rt_q6){.packed = q->packed,
                               .scales = q->scales,
                               .group = q->group,

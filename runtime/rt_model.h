@@ -73,8 +73,9 @@ int rt_model_from_ckpt(fq_ckpt *ck, rt_model **out, char *err, size_t err_len);
 int rt_model_quantize(rt_model *m, int32_t group_request, fq_progress_fn progress, void *ud,
                       char *err, size_t err_len);
 
-/* The linear of type t in a layer. */
+/* The linear of type t in a layer (the second form for the loaders that fill it in). */
 const rt_linear *rt_layer_linear(const rt_layer *ly, fq_lin_type t);
+rt_linear *rt_layer_linear_mut(rt_layer *ly, fq_lin_type t);
 
 /* True when every decoder linear has fp32 weights / an INT6 form. */
 bool rt_model_has_fp(const rt_model *m);

@@ -31,32 +31,6 @@ typedef struct mf_ctx {
     size_t err_len;
 } mf_ctx;
 
-/* N and K of a linear type under the config. */
-static void lin_dims(const fq_config *c, int t, int64_t *n, int64_t *k)
-{
-    int64_t e = c->n_embd, qd = (int64_t)c->n_head * c->head_dim;
-    int64_t kvd = (int64_t)c->n_head_kv * c->head_dim;
-    switch ((fq_lin_type)t) {
-    case FQ_LIN_Q:
-        *n = qd, *k = e;
-        break;
-    case FQ_LIN_K:
-    case FQ_LIN_V:
-        *n = kvd, *k = e;
-        break;
-    case FQ_LIN_O:
-        *n = e, *k = qd;
-        break;
-    case FQ_LIN_GATE:
-    case FQ_LIN_UP:
-        *n = c->n_ff, *k = e;
-        break;
-    default:
-        *n = e, *k = c->n_ff;
-        break;
-    }
-}
-
 /* ---------------------------------------------------------------------------------------------- */
 /* metadata                                                                                       */
 /* ---------------------------------------------------------------------------------------------- */
@@ -122,7 +96,7 @@ static int quant_groups(mf_ctx *c)
                              json_is_object(g) ? "." : "", json_is_object(g) ? name : "");
         json_int_t gs = json_integer_value(v);
         int64_t n, k;
-        lin_dims(&c->cfg, t, &n, &k);
+        fq_lin_shape(&c->cfg, (fq_lin_type)t, &n, &k);
         if ((gs != 32 && gs != 64 && gs != 128) || k % gs != 0)
             return QUANT_ERR(c, FQ_EFORMAT,
                              "group size %lld for %s is not 32, 64 or 128 dividing its input "
@@ -254,7 +228,7 @@ static int check_layer(mf_ctx *c, int32_t l)
         return rc;
     for (int t = 0; t < FQ_LIN_COUNT; t++) {
         int64_t n, k;
-        lin_dims(g, t, &n, &k);
+        fq_lin_shape(g, (fq_lin_type)t, &n, &k);
         snprintf(name, sizeof name, "blk.%d.%s.qweight", l, fq_lin_name((fq_lin_type)t));
         if ((rc = expect(c, name, "U8", 2, n, fq_pack_row_bytes(k), NULL)))
             return rc;
@@ -332,23 +306,17 @@ static float *f16_copy(const fq_st_file *f, const char *name, float *dst)
     return dst + n;
 }
 
-static rt_linear *layer_lin(rt_layer *ly, int t)
-{
-    rt_linear *lin[FQ_LIN_COUNT] = {&ly->q, &ly->k, &ly->v, &ly->o, &ly->gate, &ly->up, &ly->down};
-    return lin[t];
-}
-
 static void fill_linears(const mf_ctx *c, int32_t l, rt_layer *ly)
 {
     char name[FQ_TENSOR_NAME_MAX + 16];
     for (int t = 0; t < FQ_LIN_COUNT; t++) {
         int64_t n, k;
-        lin_dims(&c->cfg, t, &n, &k);
+        fq_lin_shape(&c->cfg, (fq_lin_type)t, &n, &k);
         snprintf(name, sizeof name, "blk.%d.%s.qweight", l, fq_lin_name((fq_lin_type)t));
         const fq_st_tensor *qw = fq_st_find(c->f, name);
         snprintf(name, sizeof name, "blk.%d.%s.scales", l, fq_lin_name((fq_lin_type)t));
         const fq_st_tensor *sc = fq_st_find(c->f, name);
-        *layer_lin(ly, t) = (rt_linear){
+        *rt_layer_linear_mut(ly, (fq_lin_type)t) = (rt_linear){
             .n_out = (int32_t)n,
             .n_in = (int32_t)k,
             .w = NULL,

@@ -64,9 +64,8 @@ static void set_unit(int32_t *abits, const rt_model *m, bool per_linear, int32_t
         abits[l * FQ_LIN_COUNT + u] = bits;
 }
 
-static void unit_name(const rt_model *m, bool per_linear, int32_t u, char *buf, size_t len)
+static void unit_name(bool per_linear, int32_t u, char *buf, size_t len)
 {
-    (void)m;
     if (per_linear)
         snprintf(buf, len, "blk.%d.%s", u / FQ_LIN_COUNT,
                  fq_lin_name((fq_lin_type)(u % FQ_LIN_COUNT)));
@@ -104,7 +103,7 @@ static int run_units(const rt_model *m, const rt_sens_params *p, rt_sens_result 
     int32_t total = r->n_units + 3;
     for (int32_t u = 0; u < r->n_units; u++) {
         rt_sens_unit *su = &r->units[u];
-        unit_name(m, p->per_linear, u, su->name, sizeof su->name);
+        unit_name(p->per_linear, u, su->name, sizeof su->name);
         fill(work, n_lin, 8);
         set_unit(work, m, p->per_linear, u, 6);
         int rc = measure(m, p, work, &su->ppl, &r->scored, err, err_len);
@@ -155,7 +154,7 @@ int rt_sensitivity_run(const rt_model *m, const rt_sens_params *p, rt_sens_resul
     return rc;
 }
 
-char *rt_sens_result_json(const rt_sens_result *r, const rt_sens_params *p, const rt_model *m)
+char *rt_sens_result_json(const rt_sens_result *r, const rt_sens_params *p)
 {
     json_t *units = json_array();
     for (int32_t u = 0; units && u < r->n_units; u++)
@@ -170,7 +169,6 @@ char *rt_sens_result_json(const rt_sens_result *r, const rt_sens_params *p, cons
                           p->ctx, "windows", (int)(r->scored / (p->ctx - 1)), "scored_tokens",
                           (json_int_t)r->scored, "ppl_all_a8", r->ppl_a8, "ppl_all_a6", r->ppl_a6,
                           "ppl_decision", r->ppl_flex, "units", units, "seconds", r->seconds);
-    (void)m;
     char *s = o ? json_dumps(o, JSON_INDENT(1) | JSON_REAL_PRECISION(8)) : NULL;
     json_decref(o);
     return s;

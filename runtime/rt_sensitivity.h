@@ -59,6 +59,6 @@ int rt_sensitivity_run(const rt_model *m, const rt_sens_params *p, rt_sens_resul
 void rt_sens_result_free(rt_sens_result *r);
 
 /* The table and the decision as JSON text (malloc'd, caller frees), or NULL when out of memory. */
-char *rt_sens_result_json(const rt_sens_result *r, const rt_sens_params *p, const rt_model *m);
+char *rt_sens_result_json(const rt_sens_result *r, const rt_sens_params *p);
 
 #endif /* RT_SENSITIVITY_H */

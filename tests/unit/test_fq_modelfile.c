@@ -241,10 +241,7 @@ static rt_model *load_ok(mf_state *s, const char *path)
 
 static const rt_linear *model_lin(const rt_model *m, int32_t l, int t)
 {
-    const rt_layer *ly = &m->layers[l];
-    const rt_linear *lin[FQ_LIN_COUNT] = {&ly->q,    &ly->k,  &ly->v,   &ly->o,
-                                          &ly->gate, &ly->up, &ly->down};
-    return lin[t];
+    return rt_layer_linear(&m->layers[l], (fq_lin_type)t);
 }
 
 /* Every fp32 value equals the fp16 rounding of the checkpoint's. */

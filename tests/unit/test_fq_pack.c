@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GUARD 16     /* bytes after a packed row that packing must not touch */
+#define GUARD      16 /* bytes after a packed row that packing must not touch */
 #define GUARD_BYTE 0xA5
 
 /* Packs q[k] into a fresh row with a guard tail, unpacks it (all K_pad codes) and checks both. */
@@ -53,9 +53,9 @@ static void test_fq_pack_round_trips_every_code_in_every_position(void **state)
         for (int j = 0; j < FQ_PACK_CHUNK; j++)
             for (int c = FQ_QMIN; c <= FQ_QMAX; c++) {
                 for (int64_t i = 0; i < k; i++)
-                    q[i] = (int8_t)(i % FQ_PACK_CHUNK == j ? c
-                                                            : (i * 37 + j * 11 + (c + 32) * 5) % 64 -
-                                                                  32);
+                    q[i] = (int8_t)(i % FQ_PACK_CHUNK == j
+                                        ? c
+                                        : (i * 37 + j * 11 + (c + 32) * 5) % 64 - 32);
                 check_round_trip(q, k);
             }
         free(q);
@@ -116,9 +116,9 @@ static void test_fq_pack_layout_of_a_padded_second_chunk(void **state)
     memset(want + 32, 0xAA, 16);
     memset(want + 48, 0x00, 32);
     memset(want + 80, 0xAA, 16);
-    want[48 + 3] = 0x07;      /* u[3] & 15 = 7, padding u[35] = 32 */
-    want[48 + 19] = 0x00;     /* u[19] = 0, padding u[51] = 32 */
-    want[48 + 31] = 0x0F;     /* u[31] & 15 = 15, padding u[63] = 32 */
+    want[48 + 3] = 0x07;  /* u[3] & 15 = 7, padding u[35] = 32 */
+    want[48 + 19] = 0x00; /* u[19] = 0, padding u[51] = 32 */
+    want[48 + 31] = 0x0F; /* u[31] & 15 = 15, padding u[63] = 32 */
     /* high byte i = 3 covers u[3], u[19], u[35], u[51]: 2 | 0 << 2 | 2 << 4 | 2 << 6 */
     want[48 + 32 + 3] = 0xA2;
     /* high byte i = 15 covers u[15], u[31], u[47], u[63]: 2 | 3 << 2 | 2 << 4 | 2 << 6 */

@@ -170,8 +170,8 @@ static void test_fq_weight_huge_values_clamp_scale_and_codes(void **state)
 static void test_fq_weight_scale_is_fp16_of_absmax_over_31(void **state)
 {
     (void)state;
-    assert_int_equal(fq_weight_scale(31.0f), 0x3C00);  /* 1.0 */
-    assert_int_equal(fq_weight_scale(15.5f), 0x3800);  /* 0.5 */
+    assert_int_equal(fq_weight_scale(31.0f), 0x3C00); /* 1.0 */
+    assert_int_equal(fq_weight_scale(15.5f), 0x3800); /* 0.5 */
     assert_int_equal(fq_weight_scale(0.0f), fq_f32_to_f16(1e-5f));
     assert_int_equal(fq_weight_scale(1e9f), fq_f32_to_f16(1e4f));
     assert_int_equal(fq_weight_scale(NAN), fq_f32_to_f16(1e-5f));
@@ -293,6 +293,56 @@ static void test_fq_qmodel_refuses_a_group_size_that_does_not_divide_k(void **st
     fq_qmodel_destroy(qm);
 }
 
+static void test_fq_qmodel_names_a_missing_linear(void **state)
+{
+    ck_state *s = *state;
+    fq_tensor *t = (fq_tensor *)fq_ckpt_find(s->ck, "blk.1.ffn_up");
+    assert_non_null(t);
+    snprintf(t->name, sizeof t->name, "blk.1.ffn_up_renamed");
+    fq_qmodel *qm = (fq_qmodel *)1;
+    char err[256] = "";
+    assert_int_equal(fq_qmodel_quantize(s->ck, 0, NULL, NULL, &qm, err, sizeof err), FQ_ENOTFOUND);
+    assert_null(qm);
+    assert_non_null(strstr(err, "blk.1.ffn_up"));
+    snprintf(t->name, sizeof t->name, "blk.1.ffn_up");
+}
+
+/* Linears large enough to be split over threads give the same bytes as one call. */
+static void test_fq_qmodel_threads_give_the_same_bytes(void **state)
+{
+    (void)state;
+    char dir[512], path[600], err[512] = "";
+    assert_int_equal(tc_mkdtemp(dir, sizeof dir), 0);
+    tc_tiny_params p = tc_tiny_default_params();
+    p.n_layer = 1;
+    p.n_embd = 256;
+    p.n_ff = 416; /* K = 416 of ffn_down: group 32 */
+    assert_int_equal(tc_tiny_model_write(dir, &p), 0);
+    snprintf(path, sizeof path, "%s/tiny.gguf", dir);
+    fq_ckpt *ck = NULL;
+    assert_int_equal(fq_ckpt_load(path, &ck, err, sizeof err), 0);
+    fq_qmodel *qm = NULL;
+    assert_int_equal(fq_qmodel_quantize(ck, 0, NULL, NULL, &qm, err, sizeof err), 0);
+    for (int i = 0; i < FQ_LIN_COUNT; i++) {
+        const fq_qlinear *l = &qm->lin[i];
+        char name[FQ_TENSOR_NAME_MAX];
+        snprintf(name, sizeof name, "blk.0.%s", fq_lin_name((fq_lin_type)i));
+        const fq_tensor *t = fq_ckpt_find(ck, name);
+        assert_non_null(t);
+        qmat q;
+        qmat_make(&q, t->data, l->n_out, l->n_in, l->group);
+        assert_memory_equal(l->packed, q.packed, (size_t)(l->n_out * l->row_bytes));
+        assert_memory_equal(l->scales, q.scales,
+                            (size_t)(l->n_out * (l->n_in / l->group)) * sizeof *l->scales);
+        qmat_free(&q);
+    }
+    assert_int_equal(qm->lin[FQ_LIN_DOWN].group, 32);
+    assert_int_equal(qm->lin[FQ_LIN_UP].group, 128);
+    fq_qmodel_destroy(qm);
+    fq_ckpt_destroy(ck);
+    tc_rmtree(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +355,9 @@ int main(void)
                                         ck_setup, ck_teardown),
         cmocka_unit_test_setup_teardown(test_fq_qmodel_refuses_a_group_size_that_does_not_divide_k,
                                         ck_setup, ck_teardown),
+        cmocka_unit_test_setup_teardown(test_fq_qmodel_names_a_missing_linear, ck_setup,
+                                        ck_teardown),
+        cmocka_unit_test(test_fq_qmodel_threads_give_the_same_bytes),
     };
     return cmocka_run_group_tests_name("fq_weight", tests, NULL, NULL);
 }

@@ -29,12 +29,12 @@ static float frand(uint64_t *s)
 typedef struct q6_case {
     int64_t m, k, n;
     int32_t g;
-    int8_t *qx;       /* [m, k] */
-    float *sx;        /* [m, k / g] */
-    uint8_t *packed;  /* [n, row_bytes] */
-    uint16_t *sw;     /* [n, k / g] */
+    int8_t *qx;      /* [m, k] */
+    float *sx;       /* [m, k / g] */
+    uint8_t *packed; /* [n, row_bytes] */
+    uint16_t *sw;    /* [n, k / g] */
     int64_t row_bytes;
-    float *y;         /* [m, n] */
+    float *y; /* [m, n] */
 } q6_case;
 
 static void case_alloc(q6_case *c, int64_t m, int64_t k, int64_t n, int32_t g)
@@ -104,8 +104,8 @@ static void check_exact(rt_pool *pool, q6_case *c)
             float want = ref_dot(c, r, qw, col), got = c->y[r * c->n + col];
             if (memcmp(&want, &got, sizeof want) != 0)
                 fail_msg("m=%lld k=%lld n=%lld g=%d: y[%lld,%lld] = %.9g, reference %.9g",
-                         (long long)c->m, (long long)c->k, (long long)c->n, (int)c->g,
-                         (long long)r, (long long)col, got, want);
+                         (long long)c->m, (long long)c->k, (long long)c->n, (int)c->g, (long long)r,
+                         (long long)col, got, want);
         }
     }
     free(qw);
