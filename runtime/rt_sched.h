@@ -10,7 +10,7 @@
  * admitted sequence is preempted: its blocks are freed and it goes back to the head of the queue,
  * to recompute its prompt and generated tokens when it is admitted again (its sampler state is
  * kept, so seeded sampling continues exactly). Greedy and seeded outputs do not depend on what else
- * is in the batch.
+ * is in the batch, nor on preemption (bit for bit on the CPU backend at a given block size).
  *
  * Thread safety: synchronous and single-threaded; every call, and every callback, runs on the
  * engine thread. Callbacks must not call back into the scheduler (such calls fail with FQ_EINVAL).
@@ -20,57 +20,7 @@
 
 #include "rt_model.h"
 #include "rt_ops.h"
-#if __has_include("rt_sampler.h") /* TEMPORARY: argmax fallback until rt_sampler lands */
 #include "rt_sampler.h"
-#else
-#include <math.h>
-#include <stdlib.h>
-typedef struct rt_sampling_params {
-    float temperature;
-    int64_t seed;
-} rt_sampling_params;
-static inline rt_sampling_params rt_sampling_default_params(void)
-{
-    return (rt_sampling_params){.temperature = 0.0f, .seed = -1};
-}
-typedef struct rt_sample_result {
-    int32_t token;
-    float logprob;
-} rt_sample_result;
-typedef struct rt_sampler {
-    int32_t n_vocab;
-} rt_sampler;
-static inline int rt_sampler_create(const rt_sampling_params *p, int32_t n_vocab,
-                                    const int32_t *prompt, int32_t n_prompt,
-                                    uint64_t fallback_seed, rt_sampler **out, char *err,
-                                    size_t err_len)
-{
-    (void)p, (void)prompt, (void)n_prompt, (void)fallback_seed, (void)err, (void)err_len;
-    *out = malloc(sizeof **out);
-    if (!*out)
-        return -2;
-    (*out)->n_vocab = n_vocab;
-    return 0;
-}
-static inline int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
-{
-    int32_t b = 0;
-    for (int32_t i = 1; i < s->n_vocab; i++)
-        if (logits[i] > logits[b])
-            b = i;
-    res->token = b;
-    res->logprob = 0.0f;
-    return b;
-}
-static inline void rt_sampler_accept(rt_sampler *s, int32_t token)
-{
-    (void)s, (void)token;
-}
-static inline void rt_sampler_destroy(rt_sampler *s)
-{
-    free(s);
-}
-#endif
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -89,23 +39,23 @@ enum {
 const char *rt_sched_strerror(int code);
 
 typedef struct rt_sched_params {
-    int32_t max_num_seqs;           /* running sequences at most; default 16 */
-    int32_t max_num_batched_tokens; /* tokens per step at most (the prefill chunk budget); 512 */
-    int64_t kv_cache_bytes;         /* KV cache memory; blocks = bytes / (block_size x the model's
-                                       per-token bytes: 2 x n_layer x n_head_kv x head_dim x 4 for
-                                       the fp32 CPU cache); default 256 MiB */
-    int32_t block_size;             /* tokens per KV block; default 16 */
-    int32_t max_queue_requests;     /* waiting requests at most; default 256 */
+    int32_t max_num_seqs;            /* running sequences at most; default 16 */
+    int32_t max_num_batched_tokens;  /* tokens per step at most (the prefill chunk budget); 512 */
+    int64_t kv_cache_bytes;          /* KV cache memory; blocks = bytes / (block_size x the model's
+                                        per-token bytes: 2 x n_layer x n_head_kv x head_dim x 4 for
+                                        the fp32 CPU cache); default 256 MiB */
+    int32_t block_size;              /* tokens per KV block; default 16 */
+    int32_t max_queue_requests;      /* waiting requests at most (preempted ones count); 256 */
     int64_t max_queue_prompt_tokens; /* prompt tokens of waiting requests at most; default 262144 */
-    double queue_timeout_s;  /* a request never admitted within this many seconds of submission
-                                finishes with RT_FINISH_TIMEOUT; 0 = never; default 60 */
-    int32_t max_model_len;   /* prompt + generated tokens at most; 0 = the model's n_ctx */
-    int n_threads;           /* backend CPU threads; 0 = one per core */
-    rt_mode mode;            /* backend compute mode; default RT_MODE_FP */
-    const int32_t *abits;    /* flex mode: per-linear activation bits (rt_backend_params), borrowed
-                                for the scheduler's life; NULL = each linear's own */
-    uint64_t seed;           /* mixed with the request id into the fallback seed of requests whose
-                                sampling params carry no seed; default 0 */
+    double queue_timeout_s; /* a request never admitted within this many seconds of submission
+                               finishes with RT_FINISH_TIMEOUT; 0 = never; default 60 */
+    int32_t max_model_len;  /* prompt + generated tokens at most; 0 = the model's n_ctx */
+    int n_threads;          /* backend CPU threads; 0 = one per core */
+    rt_mode mode;           /* backend compute mode; default RT_MODE_FP */
+    const int32_t *abits;   /* flex mode: per-linear activation bits (rt_backend_params), borrowed
+                               for the scheduler's life; NULL = each linear's own */
+    uint64_t seed;          /* mixed with the request id into the fallback seed of requests whose
+                               sampling params carry no seed; default 0 */
 } rt_sched_params;
 
 rt_sched_params rt_sched_default_params(void);
@@ -115,7 +65,7 @@ typedef enum {
     RT_FINISH_LENGTH,   /* max_tokens, max_model_len, or the sequence outgrew the whole cache */
     RT_FINISH_ABORT,    /* rt_sched_abort (client gone, shutdown) */
     RT_FINISH_TIMEOUT,  /* waited in the queue past queue_timeout_s */
-    RT_FINISH_ERROR     /* the forward step or the sampler failed; see message */
+    RT_FINISH_ERROR     /* the forward step failed; see message */
 } rt_finish_reason;
 
 /* "stop", "length", "abort", "timeout", "error". */
@@ -128,8 +78,8 @@ typedef struct rt_sched_event {
     uint64_t id; /* the request's id from rt_sched_submit */
     union {
         struct {
-            int32_t token;                 /* the generated token id */
-            int32_t index;                 /* its index among the request's generated tokens */
+            int32_t token;                  /* the generated token id */
+            int32_t index;                  /* its index among the request's generated tokens */
             const rt_sample_result *sample; /* logprob information, borrowed for the call */
         } token;
         struct {
@@ -158,20 +108,23 @@ enum {
 typedef int (*rt_sched_event_fn)(void *ud, const rt_sched_event *ev);
 
 typedef struct rt_request {
-    const int32_t *prompt;          /* [n_prompt] token ids, copied by submit */
-    int32_t n_prompt;               /* >= 1 */
-    int32_t max_tokens;             /* tokens to generate at most; 0 = up to max_model_len */
-    rt_sampling_params sampling;    /* copied, with its arrays, by submit */
-    bool ignore_eos;                /* keep going after the tokenizer's EOS */
-    const int32_t *stop_token_ids;  /* [n_stop_token_ids] tokens that finish it (emitted first);
-                                       copied by submit; NULL when none */
+    const int32_t *prompt;         /* [n_prompt] token ids, copied by submit */
+    int32_t n_prompt;              /* >= 1 */
+    int32_t max_tokens;            /* tokens to generate at most; 0 = up to max_model_len */
+    rt_sampling_params sampling;   /* copied, with its bias array, by submit (into the request's
+                                      sampler); validated as rt_sampling_validate, which the
+                                      caller may run first to learn the bad param's name */
+    bool ignore_eos;               /* keep going after the tokenizer's EOS */
+    const int32_t *stop_token_ids; /* [n_stop_token_ids] tokens that finish it (emitted first);
+                                      copied by submit; NULL when none */
     int32_t n_stop_token_ids;
-    int32_t n;                      /* completions; only 1 (0 is read as 1) */
-    rt_sched_event_fn on_event;     /* required */
-    void *ud;                       /* passed to on_event; borrowed until its FINISH */
+    int32_t n;                  /* completions; only 1 (0 is read as 1): run n > 1 as n requests */
+    rt_sched_event_fn on_event; /* required */
+    void *ud;                   /* passed to on_event; borrowed until its FINISH */
 } rt_request;
 
-/* A request with no prompt, max_tokens 16, default sampling, n = 1 and no callback. */
+/* A request with no prompt, max_tokens 16, rt_sampling_default_params() (temperature 1, as
+ * OpenAI), n = 1 and no callback. */
 rt_request rt_request_default(void);
 
 typedef struct rt_sched_stats {
@@ -211,7 +164,8 @@ int rt_sched_submit(rt_sched *s, const rt_request *req, uint64_t *id, char *err,
  * FQ_ENOTFOUND when id is not active (finished, refused or never issued). */
 int rt_sched_abort(rt_sched *s, uint64_t id, rt_finish_reason reason);
 
-/* Aborts every active request with reason (shutdown); returns how many. */
+/* Aborts every active request with reason (shutdown); returns how many (FQ_EINVAL from a
+ * callback). */
 int32_t rt_sched_abort_all(rt_sched *s, rt_finish_reason reason);
 
 /* One iteration: time out waiting requests, plan the batch (decodes, prefill chunks, preemption,
