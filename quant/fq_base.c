@@ -165,6 +165,34 @@ int fq_read_file(const char *path, char **data, size_t *len, char *err, size_t e
     return 0;
 }
 
+int fq_cli_int(const char *tool, const char *flag, const char *v, int64_t lo, int64_t hi,
+               int32_t *out)
+{
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || errno != 0 || x < lo || x > hi || x > INT32_MAX) {
+        fprintf(stderr, "%s: --%s must be an integer in [%lld, %lld], got '%s'\n", tool, flag,
+                (long long)lo, (long long)hi, v);
+        return FQ_EINVAL;
+    }
+    *out = (int32_t)x;
+    return 0;
+}
+
+int fq_cli_double(const char *tool, const char *flag, const char *v, double lo, double hi,
+                  double *out)
+{
+    char *end;
+    double x = strtod(v, &end);
+    if (*v == '\0' || *end != '\0' || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "%s: --%s must be a number in [%g, %g], got '%s'\n", tool, flag, lo, hi, v);
+        return FQ_EINVAL;
+    }
+    *out = x;
+    return 0;
+}
+
 double fq_now_s(void)
 {
     struct timespec ts;

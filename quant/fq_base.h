@@ -61,6 +61,14 @@ void *fq_malloc_array(size_t n, size_t size);
  * *len excludes the NUL. */
 int fq_read_file(const char *path, char **data, size_t *len, char *err, size_t err_len);
 
+/* Command-line numbers: parses the whole of v as a decimal integer (or a number, for the double
+ * form) in [lo, hi]; on failure prints "TOOL: --FLAG must be ..., got 'V'" to stderr and returns
+ * FQ_EINVAL. */
+int fq_cli_int(const char *tool, const char *flag, const char *v, int64_t lo, int64_t hi,
+               int32_t *out);
+int fq_cli_double(const char *tool, const char *flag, const char *v, double lo, double hi,
+                  double *out);
+
 /* Monotonic clock in seconds. */
 double fq_now_s(void);
 

@@ -31,18 +31,6 @@ static void usage(FILE *f)
                "                      [--mode fp|w6a16|w6a8|w6a6|flex] [--backend cpu]\n");
 }
 
-static int parse_count(const char *name, const char *v, int32_t lo, int32_t *out)
-{
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || x < lo || x > 1 << 20) {
-        fprintf(stderr, "flexq-generate: --%s must be an integer >= %d, got '%s'\n", name, lo, v);
-        return -1;
-    }
-    *out = (int32_t)x;
-    return 0;
-}
-
 /* 0: run; 1: help was printed; -1: bad arguments (already reported). */
 static int parse_args(int argc, char **argv, gen_args *a)
 {
@@ -77,10 +65,10 @@ static int parse_args(int argc, char **argv, gen_args *a)
             a->ignore_eos = true;
             break;
         case 'n':
-            rc = parse_count("max-tokens", optarg, 1, &a->max_tokens);
+            rc = fq_cli_int("flexq-generate", "max-tokens", optarg, 1, 1 << 20, &a->max_tokens);
             break;
         case 'j':
-            rc = parse_count("threads", optarg, 0, &a->threads);
+            rc = fq_cli_int("flexq-generate", "threads", optarg, 0, 1024, &a->threads);
             break;
         case 'p':
             if (a->n_prompts == MAX_PROMPTS) {

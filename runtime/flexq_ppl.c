@@ -33,18 +33,6 @@ static void usage(FILE *f)
                "  modes quantize a checkpoint in memory, flex needs an INT6 file (flexq-quant)\n");
 }
 
-static int parse_int(const char *name, const char *v, int32_t lo, int32_t *out)
-{
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || x < lo || x > INT32_MAX) {
-        fprintf(stderr, "flexq-ppl: --%s must be an integer >= %d, got '%s'\n", name, lo, v);
-        return -1;
-    }
-    *out = (int32_t)x;
-    return 0;
-}
-
 /* 0: run; 1: help was printed; -1: bad arguments (already reported). */
 static int parse_args(int argc, char **argv, ppl_args *a)
 {
@@ -76,16 +64,16 @@ static int parse_args(int argc, char **argv, ppl_args *a)
             }
             break;
         case 'c':
-            rc = parse_int("ctx", optarg, 2, &a->ctx);
+            rc = fq_cli_int("flexq-ppl", "ctx", optarg, 2, 1 << 20, &a->ctx);
             break;
         case 'w':
-            rc = parse_int("max-windows", optarg, 0, &a->max_windows);
+            rc = fq_cli_int("flexq-ppl", "max-windows", optarg, 0, INT32_MAX, &a->max_windows);
             break;
         case 'b':
-            rc = parse_int("batch", optarg, 1, &a->batch);
+            rc = fq_cli_int("flexq-ppl", "batch", optarg, 1, 1 << 16, &a->batch);
             break;
         case 'j':
-            rc = parse_int("threads", optarg, 0, &threads);
+            rc = fq_cli_int("flexq-ppl", "threads", optarg, 0, 1024, &threads);
             break;
         case 'h':
             usage(stdout);

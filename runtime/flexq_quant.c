@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define TOOL          "flexq-quant"
 #define DEFAULT_CALIB "/usr/share/games/fortunes/literature"
 
 typedef enum { ABITS_FLEX, ABITS_6, ABITS_8 } abits_mode;
@@ -51,19 +52,6 @@ static void usage(FILE *f)
             DEFAULT_CALIB);
 }
 
-static int parse_num(const char *name, const char *v, double lo, double hi, double *out)
-{
-    char *end;
-    double x = strtod(v, &end);
-    if (*v == '\0' || *end != '\0' || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "flexq-quant: --%s must be a number in [%g, %g], got '%s'\n", name, lo, hi,
-                v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 static int parse_choice(const char *name, const char *v, const char *const *choices, int n,
                         int *out)
 {
@@ -84,7 +72,6 @@ static int parse_opt(int c, const char *v, quant_args *a)
     static const char *const groups[] = {"auto", "128", "64", "32"};
     static const char *const bits[] = {"flex", "6", "8"};
     static const int32_t group_of[] = {0, 128, 64, 32};
-    double x = 0;
     int i = 0, rc = 0;
     switch (c) {
     case 'i':
@@ -111,20 +98,16 @@ static int parse_opt(int c, const char *v, quant_args *a)
             a->abits = (abits_mode)i;
         break;
     case 'j':
-        if ((rc = parse_num("threads", v, 0, 1024, &x)) == 0)
-            a->threads = (int32_t)x;
+        rc = fq_cli_int(TOOL, "threads", v, 0, 1024, &a->threads);
         break;
     case 'x':
-        if ((rc = parse_num("calib-ctx", v, 16, 1 << 20, &x)) == 0)
-            a->sens.ctx = (int32_t)x;
+        rc = fq_cli_int(TOOL, "calib-ctx", v, 16, 1 << 20, &a->sens.ctx);
         break;
     case 'w':
-        if ((rc = parse_num("calib-windows", v, 0, 1 << 20, &x)) == 0)
-            a->sens.max_windows = (int32_t)x;
+        rc = fq_cli_int(TOOL, "calib-windows", v, 0, 1 << 20, &a->sens.max_windows);
         break;
     case 'b':
-        if ((rc = parse_num("budget", v, 0, 1000, &x)) == 0)
-            a->sens.budget_pct = x;
+        rc = fq_cli_double(TOOL, "budget", v, 0, 1000, &a->sens.budget_pct);
         break;
     default:
         return -1;

@@ -9,11 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* A JSON string of s, repaired to valid UTF-8 first when it is not (jansson refuses invalid
- * UTF-8); NULL when out of memory. */
-static json_t *string_lossy(const char *s)
+json_t *srv_json_string_lossy(const char *s, size_t len)
 {
-    size_t len = strlen(s);
+    if (!s)
+        return json_string("");
     if (rt_utf8_valid(s, len))
         return json_stringn(s, len);
     char *fixed = NULL;
@@ -23,6 +22,11 @@ static json_t *string_lossy(const char *s)
     json_t *j = json_stringn(fixed, fixed_len);
     free(fixed);
     return j;
+}
+
+static json_t *string_lossy(const char *s)
+{
+    return srv_json_string_lossy(s, strlen(s));
 }
 
 static json_t *string_or_null(const char *s)

@@ -48,4 +48,8 @@ void srv_error_clear(srv_error *err);
 /* err as the JSON body (srv_error_json of its fields); new reference, NULL when out of memory. */
 json_t *srv_error_to_json(const srv_error *err);
 
+/* A JSON string of len bytes, invalid UTF-8 repaired first (jansson refuses it); NULL s gives "";
+ * NULL when out of memory. Any thread. */
+json_t *srv_json_string_lossy(const char *s, size_t len);
+
 #endif /* SRV_ERRORS_H */

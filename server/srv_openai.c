@@ -49,22 +49,6 @@ static int oom(srv_error *err)
     return FQ_ENOMEM;
 }
 
-/* A JSON string of any bytes (invalid UTF-8 repaired); NULL when out of memory. */
-static json_t *str_lossy(const char *s, size_t len)
-{
-    if (!s)
-        return json_string("");
-    if (rt_utf8_valid(s, len))
-        return json_stringn(s, len);
-    char *fixed = NULL;
-    size_t fixed_len = 0;
-    if (rt_utf8_repair(s, len, &fixed, &fixed_len) != 0)
-        return NULL;
-    json_t *j = json_stringn(fixed, fixed_len);
-    free(fixed);
-    return j;
-}
-
 /* A logprob as JSON: NAN = null, -inf = SRV_LOGPROB_FLOOR. */
 static json_t *logprob_json(float lp)
 {
@@ -1068,7 +1052,7 @@ json_t *srv_tokenize_response(const int32_t *tokens, size_t n_tokens, int32_t ma
 json_t *srv_detokenize_response(const char *text, size_t len)
 {
     json_t *o = json_object();
-    if (!o || json_object_set_new(o, "prompt", str_lossy(text, len))) {
+    if (!o || json_object_set_new(o, "prompt", srv_json_string_lossy(text, len))) {
         json_decref(o);
         return NULL;
     }
@@ -1133,10 +1117,10 @@ static json_t *resp_head(const srv_resp_meta *meta, const char *object, bool *ba
         *bad = true;
         return NULL;
     }
-    put(o, "id", str_lossy(meta->id, meta->id ? strlen(meta->id) : 0), bad);
+    put(o, "id", srv_json_string_lossy(meta->id, meta->id ? strlen(meta->id) : 0), bad);
     put(o, "object", json_string(object), bad);
     put(o, "created", json_integer(meta->created), bad);
-    put(o, "model", str_lossy(meta->model, meta->model ? strlen(meta->model) : 0), bad);
+    put(o, "model", srv_json_string_lossy(meta->model, meta->model ? strlen(meta->model) : 0), bad);
     return o;
 }
 
@@ -1166,7 +1150,7 @@ static json_t *completion_logprobs(const srv_choice *c)
     bool bad = !o || !tokens || !lps || !tops || !offs;
     for (size_t i = 0; !bad && i < c->n_logprobs; i++) {
         const srv_token_logprob *t = &c->logprobs[i];
-        append(tokens, str_lossy(t->token, t->token_len), &bad);
+        append(tokens, srv_json_string_lossy(t->token, t->token_len), &bad);
         append(lps, logprob_json(t->logprob), &bad);
         append(offs, json_integer((json_int_t)t->text_offset), &bad);
         if (isnan(t->logprob)) {
@@ -1175,7 +1159,7 @@ static json_t *completion_logprobs(const srv_choice *c)
         }
         json_t *d = json_object();
         for (size_t k = 0; d && !bad && k < t->n_top; k++) {
-            json_t *key = str_lossy(t->top[k].token, t->top[k].token_len);
+            json_t *key = srv_json_string_lossy(t->top[k].token, t->top[k].token_len);
             if (!key) {
                 bad = true;
                 break;
@@ -1225,7 +1209,7 @@ static json_t *chat_token_json(const char *tok, size_t len, float lp)
     json_t *o = json_object();
     bool bad = !o;
     if (o) {
-        put(o, "token", str_lossy(tok, len), &bad);
+        put(o, "token", srv_json_string_lossy(tok, len), &bad);
         put(o, "logprob", logprob_json(lp), &bad);
         put(o, "bytes", bytes_json(tok, len), &bad);
     }
@@ -1278,7 +1262,7 @@ static json_t *completion_choice(const srv_choice *c)
     bool bad = !o;
     if (o) {
         put(o, "index", json_integer(c->index), &bad);
-        put(o, "text", str_lossy(c->text, c->text_len), &bad);
+        put(o, "text", srv_json_string_lossy(c->text, c->text_len), &bad);
         put(o, "logprobs", completion_logprobs(c), &bad);
         put(o, "finish_reason", finish_json(c->finish), &bad);
     }
@@ -1352,7 +1336,7 @@ static json_t *chat_choice(const srv_choice *c)
     bool bad = !o || !msg;
     if (!bad) {
         put(msg, "role", json_string("assistant"), &bad);
-        put(msg, "content", str_lossy(c->text, c->text_len), &bad);
+        put(msg, "content", srv_json_string_lossy(c->text, c->text_len), &bad);
         put(o, "index", json_integer(c->index), &bad);
         put(o, "message", msg, &bad);
         put(o, "logprobs", chat_logprobs(c), &bad);
@@ -1399,7 +1383,7 @@ json_t *srv_chat_chunk(const srv_resp_meta *meta, const srv_choice *choice, bool
     if (role)
         put(delta, "role", json_string("assistant"), &bad);
     if (choice->text)
-        put(delta, "content", str_lossy(choice->text, choice->text_len), &bad);
+        put(delta, "content", srv_json_string_lossy(choice->text, choice->text_len), &bad);
     put(ch, "index", json_integer(choice->index), &bad);
     put(ch, "delta", delta, &bad);
     put(ch, "logprobs", chat_logprobs(choice), &bad);
@@ -1421,7 +1405,7 @@ json_t *srv_models_response(const srv_model_info *models, size_t n_models)
         json_t *e = json_object();
         bad = !e;
         if (e) {
-            put(e, "id", str_lossy(m->id, m->id ? strlen(m->id) : 0), &bad);
+            put(e, "id", srv_json_string_lossy(m->id, m->id ? strlen(m->id) : 0), &bad);
             put(e, "object", json_string("model"), &bad);
             put(e, "created", json_integer(m->created), &bad);
             put(e, "owned_by", json_string("flexq"), &bad);
