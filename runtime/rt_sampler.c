@@ -1,17 +1,16 @@
 /* rt_sampler.c — one sequence's next token: logit bias, penalties, logprobs, then greedy argmax or
  * temperature sampling with min_p, top_k and top_p, on a counter-based splitmix64 stream.
  *
- * Design: the logits (after bias and penalties) stay the sort keys throughout and are never
- * overwritten with probabilities, so logprobs are exact and ties break on logits, lowest id first.
- * Weights w = exp((l - max) / T) are recomputed wherever needed by one branch-free exp
- * (exp_nonpos) that the compiler vectorises. Plain temperature sampling sums w per block of
- * RT_BLOCK tokens, picks the block with the draw, then the token inside it: two passes over the
- * vocabulary, no sort. top_k and top_p first collect the tokens within a few nats of the max,
- * widening the window until it holds k tokens (top_k) or top_p of the mass (top_p alone), then run
- * a quickselect (top_k) and a mass-weighted quickselect (top_p) on those candidates only: linear in
- * the candidates, no sort of the vocabulary. The draw among the kept tokens is an inverse CDF over
- * them in the order the selection leaves them, which is a function of the logits alone, so equal
- * inputs and seeds give equal tokens.
+ * Design: the logits (after bias and penalties) stay the keys throughout and are never overwritten
+ * with probabilities, so logprobs are exact and ties break on logits, lowest id first. The
+ * vocabulary is walked in blocks of RT_BLOCK tokens whose maxima are kept, so later passes skip the
+ * blocks that cannot matter; weights w = exp((l - max) / T) come from one branch-free exp
+ * (exp_masked) in fixed-length loops that GCC vectorises at -O2. Greedy is one pass. Plain
+ * temperature sampling sums the weights per block, picks the block holding the draw, then the token
+ * inside it. top_k and top_p collect only the tokens at or above a cut logit (from the block
+ * maxima, or the narrowest of a few windows below the max that holds enough) and find the kept
+ * prefix among them with a radix select on the logits' bits; no sort of the vocabulary, and the
+ * result depends on the logits and the seed alone. Penalties touch only the tokens seen so far.
  */
 #include "rt_sampler.h"
 
@@ -21,7 +20,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define RT_BLOCK   512                   /* tokens per block of the plain draw */
+#define RT_BLOCK   512                   /* tokens per block of the passes over the vocabulary */
+#define RT_CHUNK   64                    /* tokens per chunk of the candidates' collection */
 #define RT_GOLDEN  0x9E3779B97F4A7C15ULL /* splitmix64's increment */
 #define RT_EXP_MIN -87.0f                /* exp below this is 0 (stays a normal float above) */
 
@@ -46,18 +46,15 @@ struct rt_sampler {
      * for a penalty: generated, or in the prompt with the repetition penalty on. */
     uint8_t *flags;   /* [n_vocab] RT_IN_PROMPT | RT_GENERATED */
     int32_t *count;   /* [n_vocab] occurrences among generated tokens */
-    int32_t *touched; /* [cap_touched] distinct touched tokens, the prompt's first */
+    int32_t *touched; /* [n_vocab] distinct touched tokens, the prompt's first */
     int32_t n_touched;
     int32_t n_touched_prompt; /* touched by the prompt alone (kept by reset) */
-    int32_t cap_touched;
-    /* Candidates of top_k/top_p, the tokens near the max in id order: ordered_key of the logit,
-     * weight exp((l - max) / T), id. [cap_cand] each, grown as needed (to n_vocab + RT_BLOCK at
-     * most); NULL when top_k and top_p are off. */
+    /* Candidates of top_k/top_p, the tokens near the max: ordered_key of the logit, weight
+     * exp((l - max) / T), id; [n_vocab + RT_CHUNK] each; NULL when top_k and top_p are off. */
     uint32_t *cand_key;
     float *cand_w;
     int32_t *cand_id;
-    int32_t cap_cand;
-    float *block_tmp;   /* [n_blocks] scratch: block maxima, sorted; with cand */
+    float *block_tmp;   /* [n_blocks] scratch: block maxima, sorted; with the candidates */
     float *block_max;   /* [n_blocks] scratch: each block's largest logit */
     double *block_mass; /* [n_blocks] scratch: each block's sum of weights */
 };
@@ -78,70 +75,85 @@ rt_sampling_params rt_sampling_default_params(void)
                                 .logprobs = -1};
 }
 
-/* Records the parameter's name for the caller and formats the message. */
-static int bad(const char **bad_param, const char *name, char *err, size_t err_len, const char *fmt,
-               double got)
+/* Names the offending parameter for the caller (the OpenAI error's "param"). */
+static void name_param(const char **bad_param, const char *name)
 {
     if (bad_param)
         *bad_param = name;
-    return fq_err(err, err_len, FQ_EINVAL, fmt, got);
 }
 
 int rt_sampling_validate(const rt_sampling_params *p, int32_t n_vocab, char *err, size_t err_len,
                          const char **bad_param)
 {
-    if (bad_param)
-        *bad_param = NULL;
+    name_param(bad_param, NULL);
     if (n_vocab <= 0)
         return fq_err(err, err_len, FQ_EINVAL, "n_vocab must be positive, got %d", (int)n_vocab);
-    /* written as !(in range) so that NaN fails too */
-    if (!(p->temperature >= 0.0f && p->temperature <= 2.0f))
-        return bad(bad_param, "temperature", err, err_len, "temperature must be in [0, 2], got %g",
-                   p->temperature);
-    if (p->top_k < -1)
-        return bad(bad_param, "top_k", err, err_len,
-                   "top_k must be -1 or 0 (off) or positive, got %.0f", p->top_k);
-    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
-        return bad(bad_param, "top_p", err, err_len, "top_p must be in (0, 1], got %g", p->top_p);
-    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
-        return bad(bad_param, "min_p", err, err_len, "min_p must be in [0, 1], got %g", p->min_p);
-    if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f))
-        return bad(bad_param, "presence_penalty", err, err_len,
-                   "presence_penalty must be in [-2, 2], got %g", p->presence_penalty);
-    if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f))
-        return bad(bad_param, "frequency_penalty", err, err_len,
-                   "frequency_penalty must be in [-2, 2], got %g", p->frequency_penalty);
-    if (!(p->repetition_penalty > 0.0f && isfinite(p->repetition_penalty)))
-        return bad(bad_param, "repetition_penalty", err, err_len,
-                   "repetition_penalty must be positive and finite, got %g", p->repetition_penalty);
-    if (p->logprobs < -1 || p->logprobs > RT_SAMPLER_MAX_LOGPROBS)
-        return bad(bad_param, "logprobs", err, err_len,
-                   "logprobs must be in [0, 20] (or -1 for none), got %.0f", p->logprobs);
-    if (p->n_bias < 0 || (p->n_bias > 0 && !p->bias))
-        return bad(bad_param, "logit_bias", err, err_len,
-                   "logit_bias must have a non-negative number of entries, got %.0f", p->n_bias);
+    /* the float checks are written as !(in range) so that NaN fails them too */
+    if (!(p->temperature >= 0.0f && p->temperature <= 2.0f)) {
+        name_param(bad_param, "temperature");
+        return fq_err(err, err_len, FQ_EINVAL, "temperature must be in [0, 2], got %g",
+                      (double)p->temperature);
+    }
+    if (p->top_k < -1) {
+        name_param(bad_param, "top_k");
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "top_k must be -1 or 0 (off) or a positive number of tokens, got %d",
+                      (int)p->top_k);
+    }
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f)) {
+        name_param(bad_param, "top_p");
+        return fq_err(err, err_len, FQ_EINVAL, "top_p must be in (0, 1], got %g", (double)p->top_p);
+    }
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f)) {
+        name_param(bad_param, "min_p");
+        return fq_err(err, err_len, FQ_EINVAL, "min_p must be in [0, 1], got %g", (double)p->min_p);
+    }
+    if (!(p->presence_penalty >= -2.0f && p->presence_penalty <= 2.0f)) {
+        name_param(bad_param, "presence_penalty");
+        return fq_err(err, err_len, FQ_EINVAL, "presence_penalty must be in [-2, 2], got %g",
+                      (double)p->presence_penalty);
+    }
+    if (!(p->frequency_penalty >= -2.0f && p->frequency_penalty <= 2.0f)) {
+        name_param(bad_param, "frequency_penalty");
+        return fq_err(err, err_len, FQ_EINVAL, "frequency_penalty must be in [-2, 2], got %g",
+                      (double)p->frequency_penalty);
+    }
+    if (!(p->repetition_penalty > 0.0f && isfinite(p->repetition_penalty))) {
+        name_param(bad_param, "repetition_penalty");
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "repetition_penalty must be positive and finite, got %g",
+                      (double)p->repetition_penalty);
+    }
+    if (p->logprobs < -1 || p->logprobs > RT_SAMPLER_MAX_LOGPROBS) {
+        name_param(bad_param, "logprobs");
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "logprobs must be in [0, %d] (or -1 for none), got %d",
+                      RT_SAMPLER_MAX_LOGPROBS, (int)p->logprobs);
+    }
+    if (p->n_bias < 0 || (p->n_bias > 0 && !p->bias)) {
+        name_param(bad_param, "logit_bias");
+        return fq_err(err, err_len, FQ_EINVAL, "logit_bias has %d entries but no table",
+                      (int)p->n_bias);
+    }
     for (int32_t i = 0; i < p->n_bias; i++) {
         const rt_logit_bias *b = &p->bias[i];
         if (b->token < 0 || b->token >= n_vocab) {
-            if (bad_param)
-                *bad_param = "logit_bias";
+            name_param(bad_param, "logit_bias");
             return fq_err(err, err_len, FQ_EINVAL,
                           "logit_bias token %d is out of range: the vocabulary has %d tokens",
                           (int)b->token, (int)n_vocab);
         }
         if (!(b->bias >= -100.0f && b->bias <= 100.0f)) {
-            if (bad_param)
-                *bad_param = "logit_bias";
+            name_param(bad_param, "logit_bias");
             return fq_err(err, err_len, FQ_EINVAL,
                           "logit_bias for token %d must be in [-100, 100], got %g", (int)b->token,
-                          b->bias);
+                          (double)b->bias);
         }
     }
     return 0;
 }
 
-/* ---- random stream ---------------------------------------------------------------------------
- */
+/* ---- random stream -------------------------------------------------------------------------- */
 
 static uint64_t splitmix64_mix(uint64_t z)
 {
@@ -185,7 +197,7 @@ int rt_sampler_create(const rt_sampling_params *p, int32_t n_vocab, const int32_
     if (!s)
         return fq_err(err, err_len, FQ_ENOMEM, "out of memory for a sampler");
     s->n_vocab = n_vocab;
-    s->n_blocks = (int32_t)((n_vocab + RT_BLOCK - 1) / RT_BLOCK);
+    s->n_blocks = (int32_t)(((int64_t)n_vocab + RT_BLOCK - 1) / RT_BLOCK);
     s->temperature = p->temperature;
     s->top_k = p->top_k > 0 && p->top_k < n_vocab ? p->top_k : 0;
     s->top_p = p->top_p;
@@ -206,12 +218,13 @@ int rt_sampler_create(const rt_sampling_params *p, int32_t n_vocab, const int32_
             memcpy(s->bias, p->bias, (size_t)p->n_bias * sizeof *s->bias);
     }
     bool rep = s->repetition != 1.0f;
+    /* The penalty and candidate arrays are sized for the worst case, so that sampling never
+     * allocates (and never fails); large allocations are mapped lazily, so the memory a sampler
+     * really occupies grows with the tokens it touches. */
     if (ok && (rep || s->presence != 0.0f || s->frequency != 0.0f)) {
-        size_t cap = (rep ? n_prompt : 0) + 64;
-        s->cap_touched = cap < (size_t)n_vocab ? (int32_t)cap : n_vocab;
         ok = (s->flags = fq_calloc_array((size_t)n_vocab, sizeof *s->flags)) != NULL &&
              (s->count = fq_calloc_array((size_t)n_vocab, sizeof *s->count)) != NULL &&
-             (s->touched = fq_malloc_array((size_t)s->cap_touched, sizeof *s->touched)) != NULL;
+             (s->touched = fq_malloc_array((size_t)n_vocab, sizeof *s->touched)) != NULL;
         for (size_t i = 0; ok && rep && i < n_prompt; i++) {
             int32_t t = prompt[i];
             if (!s->flags[t])
@@ -221,10 +234,10 @@ int rt_sampler_create(const rt_sampling_params *p, int32_t n_vocab, const int32_
         s->n_touched_prompt = s->n_touched;
     }
     if (ok && !greedy && (s->top_k > 0 || s->top_p < 1.0f)) {
-        s->cap_cand = 2 * RT_BLOCK;
-        ok = (s->cand_key = fq_malloc_array((size_t)s->cap_cand, sizeof *s->cand_key)) != NULL &&
-             (s->cand_w = fq_malloc_array((size_t)s->cap_cand, sizeof *s->cand_w)) != NULL &&
-             (s->cand_id = fq_malloc_array((size_t)s->cap_cand, sizeof *s->cand_id)) != NULL &&
+        size_t cap = (size_t)n_vocab + RT_CHUNK;
+        ok = (s->cand_key = fq_malloc_array(cap, sizeof *s->cand_key)) != NULL &&
+             (s->cand_w = fq_malloc_array(cap, sizeof *s->cand_w)) != NULL &&
+             (s->cand_id = fq_malloc_array(cap, sizeof *s->cand_id)) != NULL &&
              (s->block_tmp = fq_malloc_array((size_t)s->n_blocks, sizeof(float))) != NULL;
     }
     if (!ok) {
@@ -253,29 +266,17 @@ void rt_sampler_destroy(rt_sampler *s)
     free(s);
 }
 
-int rt_sampler_accept(rt_sampler *s, int32_t token)
+void rt_sampler_accept(rt_sampler *s, int32_t token)
 {
     FQ_ASSERT(token >= 0 && token < s->n_vocab);
     if (s->flags) {
-        if (!s->flags[token]) {
-            if (s->n_touched == s->cap_touched) {
-                /* at most n_vocab distinct tokens, so the list stops growing there */
-                int64_t cap = 2 * (int64_t)s->cap_touched;
-                int32_t ncap = cap < s->n_vocab ? (int32_t)cap : s->n_vocab;
-                int32_t *t = realloc(s->touched, (size_t)ncap * sizeof *t);
-                if (!t)
-                    return FQ_ENOMEM;
-                s->touched = t;
-                s->cap_touched = ncap;
-            }
-            s->touched[s->n_touched++] = token;
-        }
+        if (!s->flags[token])
+            s->touched[s->n_touched++] = token; /* distinct, so at most n_vocab */
         s->flags[token] |= RT_GENERATED;
         if (s->count[token] < INT32_MAX)
             s->count[token]++;
     }
     s->n_gen++;
-    return 0;
 }
 
 void rt_sampler_reset(rt_sampler *s)
@@ -519,28 +520,25 @@ static int32_t draw_plain(rt_sampler *s, const float *l, float m, float inv_t, f
 /* ---- top_k / top_p over candidates -----------------------------------------------------------
  * The kept set is a prefix of the tokens in key order (higher logit first, lower id first among
  * equal logits), so a cut logit whose set {l >= cut} holds k tokens (top_k) or top_p of the mass
- * (top_p alone) holds it too. For top_k <= n_blocks the cut is the k-th largest block max (the k
- * largest block maxima are k tokens at or above it); otherwise it is the narrowest of a few windows
- * below the max that holds enough, all measured in one vectorised pass. Only the tokens at or above
- * the cut are collected (in id order, with their weights), and the kept prefix among them is found
- * by bisecting on the key: the largest key t whose set {key >= t} still holds k tokens or the
- * needed mass, each probe a vectorised pass over the candidates; ties at t are then taken in id
- * order. No sort, and the result depends on the logits alone.
+ * (top_p alone) holds it too. Only the tokens at or above such a cut are collected, with their
+ * weights (collect_candidates says how the cut is found), and the kept prefix among them is found
+ * by a radix select on the logits' bits (find_prefix); ties at its last key are taken in id order.
+ * No sort, and the result depends on the logits alone.
  */
 
-#define RT_N_WINDOWS 7
+#define RT_N_WINDOWS 10
 
-/* Windows below the max, in units of the temperature (nats of the scaled logits), narrowest first.
- * Each one a block reaches costs a masked sum over the block: few and far apart keeps that small.
- */
-static const float k_windows[RT_N_WINDOWS] = {2.0f, 4.0f, 6.0f, 8.0f, 11.0f, 16.0f, 32.0f};
+/* Bands below the max, in units of the temperature (nats of the scaled logits), narrowest first;
+ * each costs a compare-only scan of the blocks whose max reaches it. */
+static const float k_windows[RT_N_WINDOWS] = {1.0f, 2.0f,  3.0f,  4.0f,  6.0f,
+                                              8.0f, 11.0f, 16.0f, 22.0f, 32.0f};
 
 /* A float's bits mapped so that unsigned order is the float order (-inf lowest; 0 is below all). */
 static inline uint32_t ordered_key(float x)
 {
     uint32_t b;
     memcpy(&b, &x, sizeof b);
-    uint32_t neg = (uint32_t) - (int32_t)(b >> 31);
+    uint32_t neg = 0u - (b >> 31); /* all ones for negative numbers */
     return b ^ (neg | 0x80000000u);
 }
 
@@ -558,159 +556,51 @@ static int cmp_float_desc(const void *a, const void *b)
     return (x < y) - (x > y);
 }
 
-/* Sum of w [RT_BLOCK] where v [RT_BLOCK] >= cut. */
-static float masked_sum(const float *restrict v, const float *restrict w, float cut)
-{
-    float acc[8] = {0};
-    for (int32_t j = 0; j < RT_BLOCK; j += 8)
-        for (int k = 0; k < 8; k++) {
-            int32_t wb;
-            memcpy(&wb, &w[j + k], sizeof wb);
-            wb &= -(int32_t)(v[j + k] >= cut);
-            float x;
-            memcpy(&x, &wb, sizeof x);
-            acc[k] += x;
-        }
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-/* Tokens of v [RT_BLOCK] at or above cut. */
-static int32_t count_at_or_above(const float *v, float cut)
-{
-    int32_t acc[8] = {0};
-    for (int32_t j = 0; j < RT_BLOCK; j += 8)
-        for (int k = 0; k < 8; k++)
-            acc[k] += v[j + k] >= cut;
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
-#define RT_CHUNK 64 /* tokens per chunk of the collection's scan */
-
-/* Whether any of v [RT_CHUNK] is at or above cut. */
-static bool any_at_or_above(const float *v, float cut)
+/* How many of v [RT_CHUNK] lie in [lo_cut, hi_cut). */
+static int32_t count_in_band(const float *v, float lo_cut, float hi_cut)
 {
     int32_t acc[8] = {0};
     for (int32_t j = 0; j < RT_CHUNK; j += 8)
         for (int k = 0; k < 8; k++)
-            acc[k] |= v[j + k] >= cut;
-    return ((acc[0] | acc[1]) | (acc[2] | acc[3])) | ((acc[4] | acc[5]) | (acc[6] | acc[7]));
+            acc[k] += (v[j + k] >= lo_cut) & (v[j + k] < hi_cut);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/* One pass: mass[i] (top_p) or count[i] (top_k) of the tokens at or above cuts[i]; returns the
- * total weight when masses are asked for. */
-static double window_stats(const rt_sampler *s, const float *l, const float *cuts, float m,
-                           float inv_t, float lo, double *mass, int64_t *count)
+/* Appends the tokens with logits in [lo_cut, hi_cut), in id order, to the n candidates in
+ * s->cand_* (keys, weights, ids); returns the new count. Only the new tokens' weights are computed
+ * (vectorised, RT_BLOCK at a time); blocks and chunks outside the band are skipped. The arrays hold
+ * n_vocab + RT_CHUNK: the branch-free append may write one past the last token kept. */
+static int32_t collect(rt_sampler *s, const float *l, int32_t n, float lo_cut, float hi_cut,
+                       float m, float inv_t, float lo)
 {
     float pad[RT_BLOCK], w[RT_BLOCK];
-    double total = 0.0;
-    for (int i = 0; i < RT_N_WINDOWS; i++) {
-        if (mass)
-            mass[i] = 0.0;
-        if (count)
-            count[i] = 0;
-    }
+    int32_t n0 = n;
     for (int32_t b = 0; b < s->n_blocks; b++) {
-        float bm = s->block_max[b];
-        if (mass && weight(bm, m, inv_t, lo) == 0.0f)
-            continue;
-        const float *v = block_at(s, l, b, pad);
-        if (mass) {
-            block_weights(v, m, inv_t, lo, w);
-            total += sum_block(w);
-        }
-        for (int i = 0; i < RT_N_WINDOWS; i++) {
-            if (!(bm >= cuts[i]))
-                continue;
-            if (mass)
-                mass[i] += masked_sum(v, w, cuts[i]);
-            if (count)
-                count[i] += count_at_or_above(v, cuts[i]);
-        }
-    }
-    return total;
-}
-
-/* The cut logit: {l >= cut} holds the kept set (see above); *total gets the weight of all tokens
- * when top_p alone needs it. */
-static float choose_cut(rt_sampler *s, const float *l, float m, float t, float inv_t, float lo,
-                        double *total)
-{
-    int32_t k = s->top_k;
-    *total = 0.0;
-    if (k > 0 && k <= s->n_blocks) {
-        memcpy(s->block_tmp, s->block_max, (size_t)s->n_blocks * sizeof *s->block_tmp);
-        qsort(s->block_tmp, (size_t)s->n_blocks, sizeof *s->block_tmp, cmp_float_desc);
-        float cut = s->block_tmp[k - 1];
-        return cut > lo ? cut : lo;
-    }
-    float cuts[RT_N_WINDOWS];
-    double mass[RT_N_WINDOWS];
-    int64_t count[RT_N_WINDOWS];
-    for (int i = 0; i < RT_N_WINDOWS; i++)
-        cuts[i] = m - k_windows[i] * t;
-    if (k > 0)
-        window_stats(s, l, cuts, m, inv_t, lo, NULL, count);
-    else
-        *total = window_stats(s, l, cuts, m, inv_t, lo, mass, NULL);
-    for (int i = 0; i < RT_N_WINDOWS && cuts[i] > lo; i++)
-        if (k > 0 ? count[i] >= k : mass[i] >= s->top_p * *total)
-            return cuts[i];
-    return lo;
-}
-
-/* Makes room for more (<= RT_BLOCK) candidates past the first n; n is at most the tokens of the
- * blocks before the one being collected, so n_vocab + RT_BLOCK always suffices. 0 or FQ_ENOMEM. */
-static int reserve_cand(rt_sampler *s, int32_t n, int32_t more)
-{
-    int64_t need = (int64_t)n + more;
-    if (s->cap_cand >= need)
-        return 0;
-    int64_t cap = 2 * (int64_t)s->cap_cand;
-    if (cap > (int64_t)s->n_vocab + RT_BLOCK)
-        cap = (int64_t)s->n_vocab + RT_BLOCK;
-    if (cap < need)
-        cap = need;
-    uint32_t *ku = realloc(s->cand_key, (size_t)cap * sizeof *ku);
-    if (ku)
-        s->cand_key = ku;
-    float *w = realloc(s->cand_w, (size_t)cap * sizeof *w);
-    if (w)
-        s->cand_w = w;
-    int32_t *id = realloc(s->cand_id, (size_t)cap * sizeof *id);
-    if (id)
-        s->cand_id = id;
-    if (!ku || !w || !id)
-        return FQ_ENOMEM; /* the arrays that grew stay grown; cap_cand is what all three hold */
-    s->cap_cand = (int32_t)cap;
-    return 0;
-}
-
-/* Collects the tokens at or above cut, in id order, into s->cand_* (keys, weights, ids); returns
- * their count or FQ_ENOMEM. Only the collected tokens' weights are computed (vectorised, RT_BLOCK
- * at a time). */
-static int32_t collect(rt_sampler *s, const float *l, float cut, float m, float inv_t, float lo)
-{
-    float pad[RT_BLOCK], w[RT_BLOCK];
-    int32_t n = 0;
-    for (int32_t b = 0; b < s->n_blocks; b++) {
-        if (!(s->block_max[b] >= cut))
+        if (!(s->block_max[b] >= lo_cut))
             continue;
         const float *v = block_at(s, l, b, pad); /* padding is -inf: never collected */
-        if (reserve_cand(s, n, RT_BLOCK) != 0)
-            return FQ_ENOMEM;
         uint32_t *ku = s->cand_key;
         int32_t *id = s->cand_id;
         for (int32_t c0 = 0; c0 < RT_BLOCK; c0 += RT_CHUNK) {
-            if (!any_at_or_above(v + c0, cut))
+            int32_t hits = count_in_band(v + c0, lo_cut, hi_cut);
+            if (hits == 0)
                 continue;
+            if (hits <= RT_CHUNK / 8) { /* a few: branches mostly predicted */
+                for (int32_t j = c0; j < c0 + RT_CHUNK; j++)
+                    if (v[j] >= lo_cut && v[j] < hi_cut) {
+                        ku[n] = ordered_key(v[j]);
+                        id[n++] = b * RT_BLOCK + j;
+                    }
+                continue;
+            }
             for (int32_t j = c0; j < c0 + RT_CHUNK; j++) {
                 ku[n] = ordered_key(v[j]); /* branch-free append: may write one past the last */
                 id[n] = b * RT_BLOCK + j;
-                n += v[j] >= cut;
+                n += (v[j] >= lo_cut) & (v[j] < hi_cut);
             }
         }
     }
-    for (int32_t off = 0; off < n; off += RT_BLOCK) {
+    for (int32_t off = n0; off < n; off += RT_BLOCK) {
         int32_t len = n - off < RT_BLOCK ? n - off : RT_BLOCK;
         for (int32_t j = 0; j < RT_BLOCK; j++)
             pad[j] = j < len ? key_value(s->cand_key[off + j]) : -INFINITY;
@@ -720,11 +610,45 @@ static int32_t collect(rt_sampler *s, const float *l, float cut, float m, float 
     return n;
 }
 
+/* Collects the candidates: the tokens at or above a cut that surely holds the kept set. top_k <=
+ * n_blocks: the k-th largest block max (the k largest block maxima are k tokens at or above it).
+ * Otherwise bands below the max, narrowest first, until they hold k tokens (top_k) or top_p of
+ * total (top_p alone); min_p's lo bounds them all. Returns the count. */
+static int32_t collect_candidates(rt_sampler *s, const float *l, float m, float t, float inv_t,
+                                  float lo, double total)
+{
+    int32_t k = s->top_k;
+    if (k > 0 && k <= s->n_blocks) {
+        memcpy(s->block_tmp, s->block_max, (size_t)s->n_blocks * sizeof *s->block_tmp);
+        qsort(s->block_tmp, (size_t)s->n_blocks, sizeof *s->block_tmp, cmp_float_desc);
+        float cut = s->block_tmp[k - 1];
+        return collect(s, l, 0, cut > lo ? cut : lo, INFINITY, m, inv_t, lo);
+    }
+    int32_t n = 0;
+    double mass = 0.0;
+    float hi = INFINITY;
+    for (int i = 0; i <= RT_N_WINDOWS; i++) {
+        float cut = i < RT_N_WINDOWS ? m - k_windows[i] * t : -INFINITY;
+        if (!(cut > lo))
+            cut = lo;
+        int32_t n0 = n;
+        n = collect(s, l, n, cut, hi, m, inv_t, lo);
+        if (cut == lo)
+            return n;
+        for (int32_t j = n0; j < n; j++)
+            mass += s->cand_w[j];
+        if (k > 0 ? n >= k : mass >= s->top_p * total)
+            return n;
+        hi = cut;
+    }
+    return n;
+}
+
 /* The kept prefix of the n candidates: every key above *t, then the first *n_ties with key *t (in
  * id order). by_count: the prefix of `need` tokens (top_k); else the fewest tokens whose weight
  * reaches `need` (top_p). *t is the largest key whose set {key >= t} holds need, found by a radix
- * select on the ordered keys, 11, 11 and 10 bits at a time: each pass histograms (count or mass)
- * the candidates that share the prefix found so far and walks the digits from the top. */
+ * select on the ordered keys, 8 bits at a time from the top: each of the 4 passes histograms (count
+ * or mass) the candidates that share the digits found so far and walks the digits downwards. */
 static void find_prefix(const rt_sampler *s, int32_t n, bool by_count, double need, uint32_t *t,
                         int32_t *n_ties)
 {
@@ -732,22 +656,19 @@ static void find_prefix(const rt_sampler *s, int32_t n, bool by_count, double ne
     uint32_t prefix = 0, pmask = 0;
     double above = 0.0; /* count or mass of the keys above the prefix's range */
     for (int shift = 24; shift >= 0; shift -= 8) {
-        int32_t nb = 256;
-        uint32_t dmask = 255;
-        memset(hist, 0, (size_t)nb * sizeof *hist);
+        memset(hist, 0, sizeof hist);
         for (int32_t j = 0; j < n; j++) {
             uint32_t u = s->cand_key[j];
-            if ((u & pmask) != prefix)
-                continue;
-            hist[(u >> shift) & dmask] += by_count ? 1.0 : (double)s->cand_w[j];
+            if ((u & pmask) == prefix)
+                hist[(u >> shift) & 255u] += by_count ? 1.0 : (double)s->cand_w[j];
         }
         /* the highest digit whose keys, with those above, reach need (digit 0 when rounding
          * leaves everything short: then all is kept) */
-        int32_t d = nb - 1;
+        int32_t d = 255;
         while (d > 0 && above + hist[d] < need)
             above += hist[d--];
         prefix |= (uint32_t)d << shift;
-        pmask |= dmask << shift;
+        pmask |= 255u << shift;
     }
     *t = prefix;
     /* ties at t, in id order, until the prefix is complete (above < need here) */
@@ -778,17 +699,14 @@ static int32_t keep_prefix(rt_sampler *s, int32_t n, uint32_t t, int32_t n_ties)
     return out;
 }
 
-/* Draw restricted by top_k and/or top_p (min_p already in lo); the token or FQ_ENOMEM. */
+/* Draw restricted by top_k and/or top_p (min_p already in lo). */
 static int32_t draw_filtered(rt_sampler *s, const float *l, float m, float t, float lo, double u)
 {
     float inv_t = 1.0f / t;
     int32_t k = s->top_k;
     bool top_p = s->top_p < 1.0f;
-    double total;
-    float cut = choose_cut(s, l, m, t, inv_t, lo, &total);
-    int32_t n = collect(s, l, cut, m, inv_t, lo);
-    if (n < 0)
-        return n;
+    double total = top_p && k == 0 ? block_sums(s, l, m, inv_t, lo) : 0.0;
+    int32_t n = collect_candidates(s, l, m, t, inv_t, lo, total);
     uint32_t key;
     int32_t ties;
     if (k > 0 && n > k) {
@@ -852,8 +770,6 @@ int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
             tok = draw_filtered(s, logits, m, t, lo, u);
         else
             tok = draw_plain(s, logits, m, 1.0f / t, lo, u);
-        if (tok < 0)
-            return tok;
     }
 
     if (res) {
@@ -861,6 +777,6 @@ int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
         if (want_lp)
             res->logprob = to_logprob(logits[tok], lse);
     }
-    int rc = rt_sampler_accept(s, tok);
-    return rc ? rc : tok;
+    rt_sampler_accept(s, tok);
+    return tok;
 }

@@ -10,21 +10,25 @@
  * Logprobs are the log-softmax of the logits after bias and penalties, before temperature and the
  * min_p/top_k/top_p filters: independent of how the token is then drawn, and always finite for a
  * finite logit (a filter never turns a reported value into -inf). vLLM V1's default mode
- * ("raw_logprobs") takes them from the model's logits before bias and penalties as well; we keep
- * bias and penalties in, so that greedy decoding picks the token with the highest reported logprob.
+ * ("raw_logprobs") takes them from the model's logits, before bias and penalties too; we keep bias
+ * and penalties in, so that greedy decoding picks the token with the highest reported logprob and a
+ * banned token (bias -100) reports the low logprob it is sampled with.
  *
  * Randomness: a counter-based splitmix64 stream keyed by the seed. The draw of generated token n
  * depends only on (seed, n), so a sampler rebuilt after preemption by recompute and re-fed the same
  * tokens with rt_sampler_accept draws exactly what the original would have. Without a seed the
  * caller's fallback_seed keys the stream.
  *
- * Cost per step: greedy is one pass over the logits; temperature sampling about three (max, sum of
- * exps per block, the drawn block again); top_k/top_p add a pass or two that collect the tokens
- * near the max, then work on those alone (no sort of the vocabulary); penalties cost O(distinct
- * tokens seen), logprobs one more pass. Memory per sampler, allocated at create and only for the
- * features a request uses: 5·n_vocab bytes (token counts and marks) plus a list of the distinct
- * tokens seen when a penalty is on, 4·n_vocab bytes of candidate scratch when top_k or top_p is on
- * (n_vocab 49152: 240 and 196 KiB). Greedy or plain temperature sampling needs neither.
+ * Cost per step, for n_vocab logits: greedy is one vectorised pass (the max); plain temperature
+ * sampling one more (a vectorised exp per token, summed per block of 512) and the drawn block
+ * again; top_k alone works on the tokens of the blocks whose max reaches its cut (no exp over the
+ * vocabulary); top_p one exp pass, then the tokens within a few nats of the max alone. Nothing
+ * sorts the vocabulary. Penalties cost O(distinct tokens seen), logprobs one more exp pass.
+ * Memory per sampler, only for the features a request uses and allocated at create so that
+ * sampling never allocates: 9·n_vocab bytes when a penalty is on (counts, marks, the distinct
+ * tokens seen), 12·n_vocab with top_k or top_p (candidates); 0.4 and 0.6 MiB at n_vocab 49152,
+ * mapped lazily by the system, so that typically only the pages a sequence touches are resident.
+ * Greedy or plain temperature sampling needs neither.
  *
  * Thread safety: a sampler belongs to one sequence and is used by one thread (the engine's);
  * rt_sampling_default_params and rt_sampling_validate may be called from any thread.
@@ -103,17 +107,15 @@ typedef struct rt_sample_result {
 } rt_sample_result;
 
 /* Picks the next token from logits [n_vocab] and records it as generated (as rt_sampler_accept).
- * logits is scratch: on return it holds the logits after bias and penalties (what the logprobs were
- * computed from). NaN logits are never chosen; when the largest logit is +-inf the lowest id
- * holding it is (greedily). res, when not NULL, receives the token and its logprobs. Returns the
- * token, or FQ_ENOMEM when recording it failed (a penalty's token list could not grow; res is still
- * filled, the sampler is as before the call). */
+ * logits is modified: on return it holds the logits after bias and penalties (what the logprobs
+ * were computed from). NaN logits are never chosen (unless all are: then 0); when the largest
+ * logit is +-inf the lowest id holding it is (greedily). res, when not NULL, receives the token and
+ * its logprobs. Never fails: returns the token. */
 int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res);
 
 /* Records token ([0, n_vocab), else FQ_ASSERT) as generated without sampling: counts toward the
- * penalties and advances the random stream by one draw, exactly as rt_sampler_sample would.
- * Returns 0, or FQ_ENOMEM (nothing recorded) when a penalty's token list could not grow. */
-int rt_sampler_accept(rt_sampler *s, int32_t token);
+ * penalties and advances the random stream by one draw, exactly as rt_sampler_sample would. */
+void rt_sampler_accept(rt_sampler *s, int32_t token);
 
 /* Returns to the state right after create (prompt kept, nothing generated, random stream at its
  * start). With rt_sampler_accept over the tokens generated so far this restores a sampler after

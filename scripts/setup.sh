@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_packages=(build-essential meson ninja-build pkg-config libjansson-dev libcmocka-dev
-              libuv1-dev libmicrohttpd-dev libssl-dev python3 python3-pip fortunes)
+              libuv1-dev libmicrohttpd-dev libssl-dev python3 python3-pip fortunes
+              prometheus curl wrk) # promtool (test_metrics_promtool), curl + wrk (integration)
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,4 +21,4 @@ fi
 # Python tools the reference checks use (tests/requirements.txt pins them).
 python3 -m pip install --quiet --disable-pip-version-check -r tests/requirements.txt 2>&1 |
     grep -v -i "running pip as the 'root' user" || true
-python3 -c "import tokenizers, gguf, numpy, safetensors" # fail here, clearly, if the install did not work
+python3 -c "import tokenizers, gguf, numpy, safetensors, openai" # fail here, clearly, if the install did not work

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — builds the tree and runs every CPU test suite: unit (tiny generated models, under
-# ASan/UBSan too) and model (the real default model, fetched on first use). With nvcc present the
+# ASan/UBSan too), model (the real default model, fetched on first use) and integration (the daemon
+# on loopback with the official openai client, curl, wrk and promtool). With nvcc present the
 # CUDA code is compiled as well, and a second tree without CUDA proves the CPU build stands alone;
 # the gpu suite runs and skips where there is no GPU.
 set -euo pipefail
@@ -23,7 +24,8 @@ setup() { # dir, options...
 
 echo "== build (CUDA auto) and all suites"
 setup build
-meson test -C build --print-errorlogs --num-processes "$jobs" --suite unit --suite model --suite gpu
+meson test -C build --print-errorlogs --num-processes "$jobs" --suite unit --suite model \
+    --suite integration --suite gpu
 
 echo "== unit suite under ASan + UBSan, without CUDA"
 setup build-asan -Dcuda=disabled -Db_sanitize=address,undefined -Db_lundef=false

@@ -10,8 +10,8 @@
  * MHD once more so connections resumed by those messages make progress at once (a resume also
  * pokes MHD's ITC, which is in the epoll set, so nothing depends on that extra call).
  *
- * Stopping: RUNNING → DRAINING (MHD_quiesce_daemon: the listen socket leaves the epoll set and
- * is closed; in-flight requests continue) → CLOSING when hooks.n_inflight() reaches 0 or the
+ * Stopping: RUNNING → DRAINING (still listening, so new requests are answered 503 by the
+ * routes; in-flight requests continue) → CLOSING when hooks.n_inflight() reaches 0 or the
  * drain timer fires (every uv handle closed, uv_run returns) → the daemon is stopped after
  * hooks.on_stop() has resumed any suspended connection (completion callbacks fire here) → DONE.
  * Messages posted after the async handle closed wait in the queue for srv_loop_destroy.
@@ -150,15 +150,15 @@ static void on_drain_timer(uv_timer_t *t)
     loop_finish(loop);
 }
 
-/* RUNNING → DRAINING: stop accepting, keep serving what is in flight. */
+/* RUNNING → DRAINING: keep serving what is in flight. The listen socket stays open so that new
+ * requests get a clear answer (the routes refuse new work with 503 + Retry-After and /ready says
+ * 503 while srv_loop_is_draining) instead of a refused connection; the drain ends when nothing is
+ * in flight, which those short answers do not hold up. */
 static void loop_begin_drain(srv_loop *loop)
 {
     if (loop->state != LOOP_RUNNING)
         return;
     loop->state = LOOP_DRAINING;
-    MHD_socket listen_fd = MHD_quiesce_daemon(loop->mhd);
-    if (listen_fd != MHD_INVALID_SOCKET)
-        close(listen_fd); /* quiesce hands the listen socket to us */
     fq_log(FQ_LOG_INFO, "http: draining (%u request(s) in flight)", loop_n_inflight(loop));
     uv_timer_start(&loop->drain_timer, on_drain_timer, loop->drain_timeout_ms, 0);
     loop_service(loop); /* finishes at once when idle */

@@ -81,8 +81,9 @@ uint16_t srv_loop_port(const srv_loop *loop);
  * the loop thread. */
 int srv_loop_run(srv_loop *loop, char *err, size_t err_len);
 
-/* Begins a graceful stop: stop accepting, let in-flight requests finish (at most
- * drain_timeout_ms), then close. Idempotent. Any thread. */
+/* Begins a graceful stop: let in-flight requests finish (at most drain_timeout_ms), then close.
+ * The port stays open meanwhile so that new requests get an answer (503, from the routes, which
+ * check srv_loop_is_draining). Idempotent. Any thread. */
 void srv_loop_stop(srv_loop *loop);
 
 /* Queues msg (taken) and wakes the loop; msg->fn runs on the loop thread. After srv_loop_run has

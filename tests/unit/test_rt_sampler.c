@@ -133,6 +133,49 @@ static void test_rt_sampler_greedy_is_argmax(void **state)
     rt_sampler_destroy(s);
 }
 
+static void test_rt_sampler_never_draws_nan_or_minus_inf(void **state)
+{
+    (void)state;
+    float l[8] = {NAN, 0.5f, -INFINITY, 0.0f, NAN, -INFINITY, 1.0f, -0.5f}, buf[8];
+    rt_sampling_params variants[3];
+    for (int v = 0; v < 3; v++)
+        variants[v] = rt_sampling_default_params();
+    variants[1].top_p = 0.99f;
+    variants[2].top_k = 7;
+    variants[2].min_p = 0.01f;
+    for (int v = 0; v < 3; v++) {
+        variants[v].logprobs = 3;
+        rt_sampler *s = make(&variants[v], 8, NULL, 0, 17);
+        for (int r = 0; r < 1000; r++) {
+            rt_sample_result res;
+            int32_t t = sample_copy(s, l, 8, buf, &res);
+            assert_true(t == 1 || t == 3 || t == 6 || t == 7);
+            assert_true(isfinite(res.logprob));
+            assert_int_equal(res.top[0].token, 6);
+        }
+        rt_sampler_destroy(s);
+    }
+
+    /* a one-token vocabulary, every feature on */
+    rt_sampling_params p = rt_sampling_default_params();
+    p.top_k = 5; /* >= n_vocab: off */
+    p.top_p = 0.5f;
+    p.min_p = 0.5f;
+    p.presence_penalty = 1.0f;
+    p.repetition_penalty = 1.5f;
+    p.logprobs = 20;
+    const int32_t prompt[1] = {0};
+    rt_sampler *s = make(&p, 1, prompt, 1, 3);
+    float one[1] = {2.0f};
+    for (int r = 0; r < 10; r++) {
+        rt_sample_result res;
+        assert_int_equal(sample_copy(s, one, 1, buf, &res), 0);
+        assert_int_equal(res.n_top, 1);
+        assert_true(res.logprob == 0.0f);
+    }
+    rt_sampler_destroy(s);
+}
+
 static void test_rt_sampler_temperature_to_zero_is_greedy(void **state)
 {
     (void)state;
@@ -443,6 +486,32 @@ static void test_rt_sampler_filters_never_pick_excluded_large_vocab(void **state
     rt_sampler_destroy(s);
     printf("# nucleus of top_p 0.9 over 49152 gaussian logits (sd 2.5): %d tokens\n", n_nucleus);
 
+    /* top_k above the number of blocks (another way to the cut), and top_k with top_p: the
+     * nucleus of 0.5 within the top 300 (renormalised), widened as above */
+    p = rt_sampling_default_params();
+    p.top_k = 300;
+    s = make(&p, V, NULL, 0, 4);
+    memset(in_k, 0, V);
+    for (int j = 0; j < 300; j++)
+        in_k[order[j]] = 1;
+    for (int r = 0; r < 3000; r++)
+        assert_true(in_k[sample_copy(s, l, V, buf, NULL)]);
+    rt_sampler_destroy(s);
+    double zk = 0.0;
+    for (int j = 0; j < 300; j++)
+        zk += exp(l[order[j]] - m);
+    memset(in_p, 0, V);
+    cum = 0.0;
+    for (int j = 0; j < 300 && cum < (0.5 + 1e-4) * zk; j++) {
+        in_p[order[j]] = 1;
+        cum += exp(l[order[j]] - m);
+    }
+    p.top_p = 0.5f;
+    s = make(&p, V, NULL, 0, 5);
+    for (int r = 0; r < 3000; r++)
+        assert_true(in_p[sample_copy(s, l, V, buf, NULL)]);
+    rt_sampler_destroy(s);
+
     /* min_p: p_i >= 0.05 p_max means l_i >= max + log(0.05) */
     p = rt_sampling_default_params();
     p.min_p = 0.05f;
@@ -458,6 +527,56 @@ static void test_rt_sampler_filters_never_pick_excluded_large_vocab(void **state
     free(order);
     free(buf);
     free(l);
+}
+
+static void test_rt_sampler_filters_break_ties_by_id(void **state)
+{
+    (void)state;
+    /* all logits equal: the key order is the id order, so the kept sets are id prefixes */
+    enum { V = 3000 };
+    float *l = calloc(V, sizeof *l), *buf = malloc(V * sizeof *buf);
+    assert_non_null(l);
+    assert_non_null(buf);
+    struct {
+        int32_t top_k;
+        float top_p;
+        int32_t bound;
+    } cases[] = {{10, 1.0f, 10}, {200, 1.0f, 200}, {0, 0.5f, 1500}, {100, 0.5f, 50}, {1, 0.1f, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        rt_sampling_params p = rt_sampling_default_params();
+        p.top_k = cases[c].top_k;
+        p.top_p = cases[c].top_p;
+        rt_sampler *s = make(&p, V, NULL, 0, 31);
+        int32_t hi = 0;
+        for (int r = 0; r < 2000; r++) {
+            int32_t t = sample_copy(s, l, V, buf, NULL);
+            assert_true(t >= 0 && t < cases[c].bound);
+            hi = t > hi ? t : hi;
+        }
+        assert_true(hi >= cases[c].bound * 3 / 4); /* and it does reach the end of the prefix */
+        rt_sampler_destroy(s);
+    }
+    free(l);
+    free(buf);
+}
+
+static void test_rt_sampler_min_p_applies_after_temperature(void **state)
+{
+    (void)state;
+    float l[2] = {0.0f, -1.0f}, buf[2];
+    rt_sampling_params p = rt_sampling_default_params();
+    p.min_p = 0.3f; /* at T = 1 token 1 has e^-1 = 0.37 of the max: kept */
+    rt_sampler *s = make(&p, 2, NULL, 0, 5);
+    int32_t ones = 0;
+    for (int r = 0; r < 2000; r++)
+        ones += sample_copy(s, l, 2, buf, NULL);
+    assert_true(ones > 400);
+    rt_sampler_destroy(s);
+    p.temperature = 0.5f; /* at T = 0.5 it has e^-2 = 0.14 of the max: dropped */
+    s = make(&p, 2, NULL, 0, 5);
+    for (int r = 0; r < 2000; r++)
+        assert_int_equal(sample_copy(s, l, 2, buf, NULL), 0);
+    rt_sampler_destroy(s);
 }
 
 /* ---- penalties and bias ---------------------------------------------------------------------- */
@@ -862,17 +981,23 @@ static void test_rt_sampler_replay_after_reset_or_recreate(void **state)
 
 /* ---- speed ----------------------------------------------------------------------------------- */
 
+#if defined(__SANITIZE_ADDRESS__)
+enum { SPEED_SAMPLES = 300 }; /* sanitizers slow everything tenfold: just run the paths */
+#else
+enum { SPEED_SAMPLES = 10000 };
+#endif
+
 static void time_case(const char *name, const rt_sampling_params *p, const float *l, float *buf)
 {
-    enum { V = 49152, N = 10000 };
+    enum { V = 49152 };
     rt_sampler *s = make(p, V, NULL, 0, 1);
     rt_sample_result res;
     double t0 = fq_now_s();
-    for (int r = 0; r < N; r++)
+    for (int r = 0; r < SPEED_SAMPLES; r++)
         sample_copy(s, l, V, buf, p->logprobs >= 0 ? &res : NULL);
     double dt = fq_now_s() - t0;
-    printf("# %-34s %d samples in %.3f s (%.1f us each, copy of the logits included)\n", name, N,
-           dt, dt / N * 1e6);
+    printf("# %-36s %5d samples in %.3f s (%6.1f us each, the logits' copy included)\n", name,
+           SPEED_SAMPLES, dt, dt / SPEED_SAMPLES * 1e6);
     rt_sampler_destroy(s);
 }
 
@@ -884,9 +1009,12 @@ static void test_rt_sampler_speed_n_vocab_49152(void **state)
     assert_non_null(l);
     assert_non_null(buf);
     uint64_t st = 1;
-    /* gaussian logits, sd 2.5 (a flatter distribution than a trained model's: the harder case) */
+    /* like a trained model's: a bulk of logits around 0 and 50 tokens about 14 above it, where
+     * nearly all of the probability is */
     for (int32_t i = 0; i < V; i++)
-        l[i] = 2.5f * test_gauss(&st);
+        l[i] = 2.0f * test_gauss(&st);
+    for (int j = 0; j < 50; j++)
+        l[test_rng(&st) % V] = 14.0f + 2.0f * test_gauss(&st);
     rt_sampling_params p = rt_sampling_default_params();
     p.temperature = 0.0f;
     time_case("greedy", &p, l, buf);
@@ -907,12 +1035,15 @@ static void test_rt_sampler_speed_n_vocab_49152(void **state)
     p.presence_penalty = 0.5f;
     p.repetition_penalty = 1.1f;
     time_case("top_p 0.9, logprobs 5, penalties", &p, l, buf);
-    /* a peaked distribution, closer to a trained model's */
+    /* flat distributions: gaussian logits, the nucleus of 0.9 ~300 and ~5000 tokens wide */
     for (int32_t i = 0; i < V; i++)
         l[i] = 4.0f * test_gauss(&st);
     p = rt_sampling_default_params();
     p.top_p = 0.9f;
-    time_case("top_p 0.9, sd 4 logits", &p, l, buf);
+    time_case("top_p 0.9, flat (sd 4)", &p, l, buf);
+    for (int32_t i = 0; i < V; i++)
+        l[i] = 2.5f * test_gauss(&st);
+    time_case("top_p 0.9, flatter (sd 2.5)", &p, l, buf);
     free(l);
     free(buf);
 }
@@ -921,6 +1052,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rt_sampler_greedy_is_argmax),
+        cmocka_unit_test(test_rt_sampler_never_draws_nan_or_minus_inf),
         cmocka_unit_test(test_rt_sampler_temperature_to_zero_is_greedy),
         cmocka_unit_test(test_rt_sampler_seed_reproducible_and_seeds_differ),
         cmocka_unit_test(test_rt_sampler_distribution_matches_softmax),
@@ -928,6 +1060,8 @@ int main(void)
         cmocka_unit_test(test_rt_sampler_top_k_one_is_greedy),
         cmocka_unit_test(test_rt_sampler_filters_keep_the_right_set),
         cmocka_unit_test(test_rt_sampler_filters_never_pick_excluded_large_vocab),
+        cmocka_unit_test(test_rt_sampler_filters_break_ties_by_id),
+        cmocka_unit_test(test_rt_sampler_min_p_applies_after_temperature),
         cmocka_unit_test(test_rt_sampler_presence_penalty_exact),
         cmocka_unit_test(test_rt_sampler_frequency_penalty_exact),
         cmocka_unit_test(test_rt_sampler_repetition_penalty_exact),
