@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 
 apt_packages=(build-essential meson ninja-build pkg-config libjansson-dev libcmocka-dev
               libuv1-dev libmicrohttpd-dev libssl-dev python3 python3-pip fortunes
-              prometheus curl wrk) # promtool (test_metrics_promtool), curl + wrk (integration)
+              prometheus curl wrk)
+# fortunes: the default calibration text of flexq-quant; prometheus: promtool for the metrics
+# tests; curl + wrk: the integration suite.
 missing=()
 for p in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
