@@ -51,8 +51,8 @@ int rt_mode_parse(const char *name, rt_mode *mode);
 
 typedef struct rt_backend_params {
     rt_mode mode;             /* default RT_MODE_FP */
-    const int32_t *abits;     /* flex: [n_layer * FQ_LIN_COUNT] bits (6 or 8), borrowed for the
-                                 backend's life; NULL = each linear's abits */
+    const int32_t *abits;     /* flex: [n_layer * FQ_LIN_COUNT] bits (6 or 8), read (copied) at
+                                 create; NULL = each linear's abits */
     int n_threads;            /* CPU threads; 0 = one per core */
     rt_kv_params kv;          /* cache geometry; the caller's rt_kv must use the same */
     int32_t max_batch_tokens; /* most tokens one step may carry; default 512 */
