@@ -222,6 +222,7 @@ static int srv_main_start(srv_main *s, char *err, size_t err_len)
     s->loop = srv_loop_create(&lp, &hooks, err, err_len);
     if (!s->loop)
         return FQ_EIO;
+    srv_http_attach_loop(s->http, s->loop); /* watches waiting requests for client disconnects */
 
     srv_engine_params ep = srv_engine_default_params();
     ep.model = s->model;

@@ -14,6 +14,7 @@
  */
 #include "srv_http.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -22,6 +23,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include "fq_base.h"
@@ -86,6 +88,9 @@ struct srv_req {
     srv_close_fn on_close;
     void *on_close_ctx;
 
+    uv_poll_t *watch; /* deferred and suspended: watches the socket for a disconnect */
+    int watch_fd;
+
     bool mhd_alive;  /* MHD still holds the request (until the completion callback) */
     bool producer;   /* deferred or streaming: the producer has not finished */
     bool suspended;  /* connection suspended by us */
@@ -106,6 +111,7 @@ struct srv_http {
     srv_req *reqs; /* every live request */
     unsigned n_inflight;
     bool stopping;
+    uv_loop_t *uv;     /* srv_http_attach_loop: watches deferred requests' sockets; NULL = off */
     uint64_t id_state; /* request id generator (splitmix64), loop thread */
 };
 
@@ -171,9 +177,12 @@ static bool http_key_ok(const srv_http *h, const char *auth)
 /* ---------------------------------------------------------------------------------------------
  * lifecycle of a request */
 
+static void req_unwatch(srv_req *req);
+
 static void req_free(srv_req *req)
 {
     srv_http *h = req->h;
+    req_unwatch(req);
     if (req->prev)
         req->prev->next = req->next;
     else
@@ -195,6 +204,22 @@ static void req_free(srv_req *req)
     free(req);
 }
 
+static void req_watch_closed(uv_handle_t *hd)
+{
+    free(hd);
+}
+
+/* Stops watching the socket (the uv_poll_t is freed by its close callback). */
+static void req_unwatch(srv_req *req)
+{
+    if (!req->watch)
+        return;
+    uv_poll_stop(req->watch);
+    req->watch->data = NULL;
+    uv_close((uv_handle_t *)req->watch, req_watch_closed);
+    req->watch = NULL;
+}
+
 static void req_maybe_free(srv_req *req)
 {
     if (!req->mhd_alive && !req->producer)
@@ -203,10 +228,67 @@ static void req_maybe_free(srv_req *req)
 
 static void req_resume(srv_req *req)
 {
+    req_unwatch(req);
     if (req->suspended && req->conn) {
         req->suspended = false;
         MHD_resume_connection(req->conn);
     }
+}
+
+/* The socket of a suspended deferred request woke up: a peer that is gone (orderly close or a
+ * socket error) ends the request now — on_close runs and the connection is resumed so that MHD
+ * closes it; readable data (a pipelined request) only ends the watch, to avoid a busy loop. */
+static void req_watch_cb(uv_poll_t *p, int status, int events)
+{
+    (void)events;
+    srv_req *req = p->data;
+    if (!req)
+        return;
+    char b;
+    ssize_t n = recv(req->watch_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    bool gone = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+    if (!gone) {
+        if (n > 0 || status < 0)
+            req_unwatch(req);
+        return;
+    }
+    req_unwatch(req);
+    fq_log(FQ_LOG_DEBUG, "http: %s %s [%s] client gone while deferred", req->method, req->path,
+           req->id);
+    req->closed = true;
+    if (req->on_close) {
+        /* The callback may answer (dropped): mhd_alive holds req through it. */
+        srv_close_fn fn = req->on_close;
+        req->on_close = NULL;
+        fn(req, req->on_close_ctx);
+    }
+    req_resume(req); /* the access handler then closes the connection */
+}
+
+/* Starts watching a deferred request's socket (best effort: without it, a disconnect is seen
+ * at shutdown). */
+static void req_watch(srv_req *req)
+{
+    srv_http *h = req->h;
+    if (!h->uv || req->watch || !req->conn)
+        return;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci || ci->connect_fd < 0)
+        return;
+    uv_poll_t *p = malloc(sizeof *p);
+    if (!p)
+        return;
+    if (uv_poll_init(h->uv, p, ci->connect_fd) < 0) {
+        free(p);
+        return;
+    }
+    p->data = req;
+    req->watch = p;
+    req->watch_fd = ci->connect_fd;
+    uv_unref((uv_handle_t *)p); /* never holds the loop up at shutdown */
+    if (uv_poll_start(p, UV_READABLE | UV_DISCONNECT, req_watch_cb) < 0)
+        req_unwatch(req);
 }
 
 static srv_req *req_create(srv_http *h, struct MHD_Connection *conn, const char *url,
@@ -642,10 +724,11 @@ queue:
         MHD_destroy_response(resp);
         return r;
     }
-    if (h->stopping)
-        return MHD_NO;     /* a deferred request at shutdown: close it */
+    if (h->stopping || req->closed)
+        return MHD_NO;     /* a deferred request at shutdown or whose client left: close it */
     req->suspended = true; /* deferred: wait for the producer's answer */
     MHD_suspend_connection(conn);
+    req_watch(req);
     return MHD_YES;
 }
 
@@ -658,6 +741,7 @@ static void http_completed(void *cls, struct MHD_Connection *conn, void **req_cl
     if (!req)
         return;
     *req_cls = NULL;
+    req_unwatch(req);
     req->conn = NULL;
     req->suspended = false;
     req->closed = true;
@@ -687,8 +771,14 @@ static void http_hook_stop(void *cls)
 {
     srv_http *h = cls;
     h->stopping = true;
-    for (srv_req *r = h->reqs; r; r = r->next)
+    bool unwatched = false;
+    for (srv_req *r = h->reqs; r; r = r->next) {
+        unwatched |= r->watch != NULL;
         req_resume(r);
+    }
+    /* uv_run has returned by now (the watches are unreferenced): run their close callbacks. */
+    if (unwatched)
+        uv_run(h->uv, UV_RUN_NOWAIT);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -791,6 +881,11 @@ srv_loop_hooks srv_http_hooks(srv_http *h)
         .on_stop = http_hook_stop,
         .cls = h,
     };
+}
+
+void srv_http_attach_loop(srv_http *h, srv_loop *loop)
+{
+    h->uv = loop ? srv_loop_uv(loop) : NULL;
 }
 
 unsigned srv_http_n_inflight(const srv_http *h)

@@ -43,7 +43,8 @@ typedef void (*srv_handler_fn)(srv_req *req, void *ctx);
 
 /* Runs on the loop thread when the request's connection ends before its response completed
  * (client disconnect, timeout, daemon shutdown; while a deferred request is suspended MHD cannot
- * see a disconnect, so it is reported when the daemon stops). req is valid during the call and,
+ * see a disconnect: with srv_http_attach_loop its socket is watched and a client that closed is
+ * reported at once, else when the daemon stops). req is valid during the call and,
  * while a producer holds it (deferred, streaming), until the producer finishes. */
 typedef void (*srv_close_fn)(srv_req *req, void *ctx);
 
@@ -76,6 +77,12 @@ int srv_http_route(srv_http *h, const char *method, const char *path, srv_handle
 
 /* The hooks to give srv_loop_create; h must outlive that loop. Any thread. */
 srv_loop_hooks srv_http_hooks(srv_http *h);
+
+/* Lets h watch the sockets of deferred requests on loop's uv loop, so that a client that leaves
+ * while its request waits for the producer is reported (on_close) at once rather than at shutdown.
+ * Call once, after srv_loop_create and before srv_loop_run; NULL turns it off. Loop thread (or
+ * the creating thread before srv_loop_run). */
+void srv_http_attach_loop(srv_http *h, srv_loop *loop);
 
 /* Requests currently in flight (between the headers and the end of the response). Loop thread. */
 unsigned srv_http_n_inflight(const srv_http *h);

@@ -70,7 +70,9 @@ struct fixture {
     int gate;          /* /stream_gated: events the client has seen; guarded by mu */
     bool gate_timeout; /* a gated producer waited in vain; guarded by mu */
     bool msg_on_loop_thread;
-    int n_msgs; /* guarded by mu */
+    int n_msgs;          /* guarded by mu */
+    int n_held;          /* /hold requests whose handler ran; guarded by mu */
+    int hold_respond_rc; /* what the late answer to a gone /hold client returned; guarded by mu */
 };
 
 static void sleep_ms(int ms)
@@ -238,6 +240,29 @@ static void h_slow(srv_req *req, void *ctx)
     pthread_create(&hp->thread, NULL, slow_main, hp);
 }
 
+/* A deferred request held until its client leaves: on_close answers it (the answer is dropped),
+ * which finishes the producer's part. */
+static void on_hold_close(srv_req *req, void *ctx)
+{
+    fixture *fx = ctx;
+    int rc = srv_req_respond_json(req, 200, "{\"late\":true}");
+    pthread_mutex_lock(&fx->mu);
+    fx->hold_respond_rc = rc;
+    fx->n_closed++;
+    pthread_cond_broadcast(&fx->cv);
+    pthread_mutex_unlock(&fx->mu);
+}
+
+static void h_hold(srv_req *req, void *ctx)
+{
+    fixture *fx = ctx;
+    srv_req_on_close(req, on_hold_close, fx);
+    pthread_mutex_lock(&fx->mu);
+    fx->n_held++;
+    pthread_cond_broadcast(&fx->cv);
+    pthread_mutex_unlock(&fx->mu);
+}
+
 static void *server_main(void *arg)
 {
     fixture *fx = arg;
@@ -267,6 +292,7 @@ static int fixture_start(void **state, const char *api_key, unsigned drain_ms, b
         srv_http_route(fx->http, "GET", "/stream_long", h_stream_long, fx, err, sizeof err) ||
         srv_http_route(fx->http, "GET", "/slow", h_slow, fx, err, sizeof err) ||
         srv_http_route(fx->http, "GET", "/stream_gated", h_stream_gated, fx, err, sizeof err) ||
+        srv_http_route(fx->http, "GET", "/hold", h_hold, fx, err, sizeof err) ||
         srv_http_route(fx->http, "DELETE", "/echo", h_echo, fx, err, sizeof err))
         return -1;
     srv_loop_params lp = srv_loop_default_params();
@@ -281,6 +307,7 @@ static int fixture_start(void **state, const char *api_key, unsigned drain_ms, b
         fprintf(stderr, "srv_loop_create: %s\n", err);
         return -1;
     }
+    srv_http_attach_loop(fx->http, fx->loop);
     fx->port = srv_loop_port(fx->loop);
     if (fx->port == 0 || pthread_create(&fx->server, NULL, server_main, fx) != 0)
         return -1;
@@ -866,6 +893,47 @@ static void test_srv_http_client_disconnect_calls_on_close(void **state)
     resp_free(&r);
 }
 
+/* A deferred request's connection is suspended, so MHD does not watch it: srv_http does. */
+static void test_srv_http_deferred_client_disconnect_calls_on_close(void **state)
+{
+    fixture *fx = *state;
+    int fd = tc_connect(fx->port);
+    assert_true(fd >= 0);
+    const char *req = "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_int_equal(tc_send_all(fd, req, strlen(req)), 0);
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 5;
+    pthread_mutex_lock(&fx->mu);
+    while (fx->n_held == 0)
+        if (pthread_cond_timedwait(&fx->cv, &fx->mu, &dl) == ETIMEDOUT)
+            break;
+    int held = fx->n_held;
+    pthread_mutex_unlock(&fx->mu);
+    assert_int_equal(held, 1); /* the handler ran and left the request pending */
+    sleep_ms(50);              /* let the connection be suspended */
+    double t0 = fq_now_s();
+    close(fd);
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 1;
+    pthread_mutex_lock(&fx->mu);
+    while (fx->n_closed == 0)
+        if (pthread_cond_timedwait(&fx->cv, &fx->mu, &dl) == ETIMEDOUT)
+            break;
+    int closed = fx->n_closed;
+    int rc = fx->hold_respond_rc;
+    pthread_mutex_unlock(&fx->mu);
+    double took = fq_now_s() - t0;
+    assert_int_equal(closed, 1); /* within ~1 s, not at shutdown */
+    assert_true(took < 1.5);
+    assert_int_equal(rc, FQ_EIO); /* the late answer is dropped */
+    /* the daemon keeps serving */
+    http_resp r;
+    assert_int_equal(http_do(fx->port, "GET", "/health", NULL, NULL, &r), 0);
+    assert_int_equal(r.status, 200);
+    resp_free(&r);
+}
+
 static void *slow_client_main(void *arg)
 {
     client_job *job = arg;
@@ -1061,6 +1129,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_srv_http_client_disconnect_calls_on_close, setup_open,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_srv_http_deferred_client_disconnect_calls_on_close,
+                                        setup_open, teardown),
         cmocka_unit_test_setup_teardown(test_srv_http_stop_drains_inflight_requests, setup_open,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_srv_loop_drain_timeout_closes_stragglers,
