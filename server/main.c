@@ -1,12 +1,17 @@
 /* main.c — flexq-serve: configuration, model loading, and the wiring of metrics, engine thread,
  * HTTP loop and routes; signals drain the server and it exits 0.
  *
- * Start-up order: --help → cfg_load → cfg_validate_for_serve → log level → model → metrics → HTTP
- * layer and loop (binds the port) → engine thread (creates the scheduler) → routes → run. The model
- * is loaded before the port is bound, so while it loads nothing answers at all (connection refused)
- * rather than /ready answering 503: the simplest correct reading of "not ready while loading" for
- * orchestrators, which probe until the port opens. Shutdown, in two phases: on SIGINT/SIGTERM
- * (libuv signal handles on the loop, here) the routes start draining — the port stays open, /ready
+ * Start-up order: --help → cfg_load → cfg_validate_for_serve → log level → HTTP layer and loop
+ * (binds the port) → gate routes and signal handles → load thread → run the loop on the main
+ * thread. The load thread loads the model, then creates metrics, engine thread (creates the
+ * scheduler) and routes — none of which touches loop-thread state — and posts a message to the
+ * loop. Until that message has run, every route is a gate in front of the real handler: /health
+ * answers 200 {"status":"ok"}, everything else (/ready included) 503 + Retry-After with an error
+ * object ("model is loading"); afterwards the gates forward to srv_routes' handlers (loop thread
+ * only, so no locking). A load failure is logged, stops the loop and exits 1; SIGINT/SIGTERM while
+ * loading stops the loop at once and exits 0 once the load thread has finished (it is joined, and
+ * what it created is torn down as usual). Shutdown, in two phases: on SIGINT/SIGTERM (libuv signal
+ * handles on the loop, here) the routes start draining — the port stays open, /ready
  * and new generation requests answer 503 + Retry-After, /health 200 — while in-flight requests
  * finish, for at most drain_timeout_s (then they are aborted and end with a 503 error, an error
  * event on a stream; a second signal does the same at once). When none is left, srv_loop_stop
@@ -15,6 +20,7 @@
  * events), loop (runs those events, finishing their requests), HTTP layer, routes, metrics, model.
  * Exit codes: 0 after a clean stop, 1 for a start-up failure, 2 for bad flags or configuration.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,9 +44,21 @@
 #define FLEXQ_VERSION "0.0.0"
 #endif
 
+/* Retry-After (seconds) of the 503 answers, while loading and from the routes. */
+#define SRV_RETRY_AFTER_S 1
+
+typedef struct srv_main srv_main;
+
+/* The load thread's result, posted to the loop (srv_msg first, as srv_loop_post wants). */
+typedef struct load_msg {
+    srv_msg base;
+    srv_main *s;
+} load_msg;
+
 /* Everything main owns, torn down by srv_main_close in reverse order. */
-typedef struct srv_main {
+struct srv_main {
     cfg_config cfg;
+    double t0;
     rt_model *model;
     rt_mode mode;
     srv_metrics *metrics;
@@ -48,12 +66,21 @@ typedef struct srv_main {
     srv_loop *loop;
     srv_engine *engine;
     srv_routes *routes;
+    /* loading: the load thread writes model, mode, metrics, engine, routes, load_rc and load_err,
+     * then posts load_msg; the loop thread reads them only from that message on, main only after
+     * joining the thread */
+    pthread_t load_thread;
+    bool load_started;
+    int load_rc;
+    char load_err[1024];
+    load_msg load_msg;
+    bool loaded; /* loop thread: the gates forward to the routes */
     /* shutdown, loop thread */
     uv_signal_t sigs[2]; /* SIGINT, SIGTERM */
     uv_timer_t drain_timer;
     bool handles_open;
     bool draining;
-} srv_main;
+};
 
 static const char *log_level_name(fq_log_level l)
 {
@@ -124,6 +151,14 @@ static void on_drain_timer(uv_timer_t *t)
 static void on_signal(uv_signal_t *h, int signum)
 {
     srv_main *s = h->data;
+    if (!s->loaded) { /* still loading (or the load failed): no routes to drain, just stop */
+        if (!s->draining) {
+            s->draining = true;
+            fq_log(FQ_LOG_INFO, "signal %d while loading the model: stopping", signum);
+            drain_finish(s);
+        }
+        return;
+    }
     if (s->draining) {
         fq_log(FQ_LOG_INFO, "signal %d again: aborting %u request(s) in flight", signum,
                srv_routes_n_jobs(s->routes));
@@ -173,10 +208,13 @@ static void srv_main_close(srv_main *s)
     rt_model_destroy(s->model);
 }
 
-static int srv_main_start(srv_main *s, char *err, size_t err_len)
+/* ---- loading (load thread) ---- */
+
+/* Model, metrics, engine and routes: nothing here touches the loop's thread-only state (the engine
+ * only posts to the loop). Load thread. */
+static int srv_main_load(srv_main *s, char *err, size_t err_len)
 {
     const cfg_config *c = &s->cfg;
-    double t0 = fq_now_s();
     fq_log(FQ_LOG_INFO, "loading %s", c->model);
     int rc = rt_model_load(c->model, &s->model, err, err_len);
     if (rc == 0)
@@ -191,7 +229,7 @@ static int srv_main_start(srv_main *s, char *err, size_t err_len)
                       cfg_backend_name(c->backend));
     int32_t max_model_len = c->max_model_len > 0 ? c->max_model_len : s->model->cfg.n_ctx;
     fq_log(FQ_LOG_INFO, "model loaded in %.1f s: %d layers, vocabulary %d, context %d, mode %s",
-           fq_now_s() - t0, (int)s->model->cfg.n_layer, (int)s->model->cfg.n_vocab,
+           fq_now_s() - s->t0, (int)s->model->cfg.n_layer, (int)s->model->cfg.n_vocab,
            (int)max_model_len, rt_mode_name(s->mode));
 
     if (c->metrics) {
@@ -205,24 +243,6 @@ static int srv_main_start(srv_main *s, char *err, size_t err_len)
         if (!s->metrics)
             return fq_err(err, err_len, FQ_ENOMEM, "out of memory for the metrics");
     }
-
-    srv_http_params hp = srv_http_default_params();
-    hp.max_body_bytes = (size_t)c->max_body_bytes;
-    hp.api_key = c->api_key[0] ? c->api_key : NULL;
-    s->http = srv_http_create(&hp, err, err_len);
-    if (!s->http)
-        return FQ_ENOMEM;
-
-    srv_loop_params lp = srv_loop_default_params();
-    lp.host = c->host;
-    lp.port = (uint16_t)c->port;
-    lp.drain_timeout_ms = SRV_FLUSH_MS; /* our own drain comes first (on_signal) */
-    lp.handle_signals = false;
-    srv_loop_hooks hooks = srv_http_hooks(s->http);
-    s->loop = srv_loop_create(&lp, &hooks, err, err_len);
-    if (!s->loop)
-        return FQ_EIO;
-    srv_http_attach_loop(s->http, s->loop); /* watches waiting requests for client disconnects */
 
     srv_engine_params ep = srv_engine_default_params();
     ep.model = s->model;
@@ -251,18 +271,114 @@ static int srv_main_start(srv_main *s, char *err, size_t err_len)
                             .engine = s->engine,
                             .loop = s->loop,
                             .metrics = s->metrics,
-                            .retry_after_s = 1,
+                            .retry_after_s = SRV_RETRY_AFTER_S,
                             .on_idle = on_drain_idle,
                             .on_idle_ctx = s};
-    rc = srv_routes_create(&rp, &s->routes, err, err_len);
-    if (rc == 0)
-        rc = srv_routes_register(s->routes, s->http, err, err_len);
+    return srv_routes_create(&rp, &s->routes, err, err_len);
+}
+
+/* The load thread's result, on the loop thread (or in srv_loop_destroy when the loop had already
+ * stopped: then drain_finish is a no-op). */
+static void on_loaded(srv_msg *msg, srv_loop *loop)
+{
+    (void)loop;
+    srv_main *s = ((load_msg *)msg)->s;
+    if (s->load_rc) {
+        fq_log(FQ_LOG_ERROR, "cannot start: %s", s->load_err);
+        drain_finish(s);
+        return;
+    }
+    if (s->draining) /* a signal came while loading: the loop is stopping */
+        return;
+    s->loaded = true;
+    fq_log(FQ_LOG_INFO, "serving %s on http://%s:%u (ready in %.1f s)", s->cfg.served_model_name,
+           s->cfg.host, (unsigned)srv_loop_port(s->loop), fq_now_s() - s->t0);
+}
+
+static void *load_thread_main(void *arg)
+{
+    srv_main *s = arg;
+    s->load_rc = srv_main_load(s, s->load_err, sizeof s->load_err);
+    s->load_msg.base.fn = on_loaded;
+    s->load_msg.s = s;
+    srv_loop_post(s->loop, &s->load_msg.base);
+    return NULL;
+}
+
+/* ---- gates (loop thread) ---- */
+
+/* Every route of srv_routes_register, registered up front in front of its handler (GET /metrics
+ * only with metrics). */
+
+/* Until the model is loaded: /health 200, everything else 503 + Retry-After; then the routes'
+ * own handler. */
+static void gate_handler(srv_req *req, void *ctx)
+{
+    srv_main *s = ctx;
+    const char *path = srv_req_path(req);
+    if (s->loaded) {
+        srv_handler_fn fn = srv_routes_handler(s->routes, srv_req_method(req), path);
+        if (fn)
+            fn(req, s->routes);
+        else
+            srv_req_respond_errorf(req, 404, "not_found", "No such endpoint: %s", path);
+        return;
+    }
+    if (strcmp(path, "/health") == 0) {
+        srv_req_respond_json(req, 200, "{\"status\":\"ok\"}");
+        return;
+    }
+    char retry[16];
+    snprintf(retry, sizeof retry, "%d", SRV_RETRY_AFTER_S);
+    srv_req_add_header(req, "Retry-After", retry);
+    if (s->draining)
+        srv_req_respond_errorf(req, 503, "shutting_down", "The server is shutting down");
+    else
+        srv_req_respond_errorf(req, 503, "model_loading", "model is loading");
+}
+
+static int gates_register(srv_main *s, char *err, size_t err_len)
+{
+    return srv_routes_register_gate(s->http, s->cfg.metrics, gate_handler, s, err, err_len);
+}
+
+/* HTTP layer, loop (binds the port), gates, signals, then the load thread. Main thread, before
+ * srv_loop_run. */
+static int srv_main_start(srv_main *s, char *err, size_t err_len)
+{
+    const cfg_config *c = &s->cfg;
+    s->t0 = fq_now_s();
+    srv_http_params hp = srv_http_default_params();
+    hp.max_body_bytes = (size_t)c->max_body_bytes;
+    hp.api_key = c->api_key[0] ? c->api_key : NULL;
+    s->http = srv_http_create(&hp, err, err_len);
+    if (!s->http)
+        return FQ_ENOMEM;
+
+    srv_loop_params lp = srv_loop_default_params();
+    lp.host = c->host;
+    lp.port = (uint16_t)c->port;
+    lp.drain_timeout_ms = SRV_FLUSH_MS; /* our own drain comes first (on_signal) */
+    lp.handle_signals = false;
+    srv_loop_hooks hooks = srv_http_hooks(s->http);
+    s->loop = srv_loop_create(&lp, &hooks, err, err_len);
+    if (!s->loop)
+        return FQ_EIO;
+    srv_http_attach_loop(s->http, s->loop); /* watches waiting requests for client disconnects */
+
+    int rc = gates_register(s, err, err_len);
     if (rc == 0)
         rc = signals_start(s, err, err_len);
     if (rc)
         return rc;
-    fq_log(FQ_LOG_INFO, "serving %s on http://%s:%u (ready in %.1f s)", c->served_model_name,
-           c->host, (unsigned)srv_loop_port(s->loop), fq_now_s() - t0);
+    fq_log(FQ_LOG_INFO, "listening on http://%s:%u (503 until the model is loaded)", c->host,
+           (unsigned)srv_loop_port(s->loop));
+    rc = pthread_create(&s->load_thread, NULL, load_thread_main, s);
+    if (rc != 0) {
+        drain_finish(s);
+        return fq_err(err, err_len, FQ_EIO, "cannot start the load thread: %s", strerror(rc));
+    }
+    s->load_started = true;
     return 0;
 }
 
@@ -297,6 +413,11 @@ int main(int argc, char **argv)
         rc = srv_loop_run(s.loop, err, sizeof err);
     if (rc)
         fprintf(stderr, "flexq-serve: %s\n", err);
+    if (s.load_started) {
+        pthread_join(s.load_thread, NULL); /* a signal may have stopped the loop mid-load */
+        if (rc == 0 && s.load_rc)          /* logged by on_loaded */
+            rc = s.load_rc;
+    }
     srv_main_close(&s);
     if (rc == 0)
         fq_log(FQ_LOG_INFO, "flexq-serve stopped");

@@ -1140,26 +1140,56 @@ void srv_routes_destroy(srv_routes *r)
     free(r);
 }
 
-int srv_routes_register(srv_routes *r, srv_http *h, char *err, size_t err_len)
+/* Every route srv_routes_register adds (GET /metrics only with metrics). */
+static const struct {
+    const char *method, *path;
+    srv_handler_fn fn;
+} routes_table[] = {
+    {"POST", "/v1/completions", h_completions},
+    {"POST", "/v1/chat/completions", h_chat},
+    {"GET", "/v1/models", h_models},
+    {"GET", "/health", h_health},
+    {"GET", "/ready", h_ready},
+    {"POST", "/tokenize", h_tokenize},
+    {"POST", "/detokenize", h_detokenize},
+    {"GET", "/metrics", h_metrics},
+};
+
+/* Adds every route of the table to h: each with its own handler and ctx, or all with gate. */
+static int register_table(srv_http *h, bool metrics, srv_handler_fn gate, void *ctx, char *err,
+                          size_t err_len)
 {
-    static const struct {
-        const char *method, *path;
-        srv_handler_fn fn;
-    } table[] = {
-        {"POST", "/v1/completions", h_completions},
-        {"POST", "/v1/chat/completions", h_chat},
-        {"GET", "/v1/models", h_models},
-        {"GET", "/health", h_health},
-        {"GET", "/ready", h_ready},
-        {"POST", "/tokenize", h_tokenize},
-        {"POST", "/detokenize", h_detokenize},
-    };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
-        int rc = srv_http_route(h, table[i].method, table[i].path, table[i].fn, r, err, err_len);
+    for (size_t i = 0; i < sizeof routes_table / sizeof routes_table[0]; i++) {
+        if (routes_table[i].fn == h_metrics && !metrics)
+            continue;
+        int rc = srv_http_route(h, routes_table[i].method, routes_table[i].path,
+                                gate ? gate : routes_table[i].fn, ctx, err, err_len);
         if (rc)
             return rc;
     }
-    if (r->p.metrics)
-        return srv_http_route(h, "GET", "/metrics", h_metrics, r, err, err_len);
     return 0;
+}
+
+int srv_routes_register(srv_routes *r, srv_http *h, char *err, size_t err_len)
+{
+    return register_table(h, r->p.metrics != NULL, NULL, r, err, err_len);
+}
+
+int srv_routes_register_gate(srv_http *h, bool metrics, srv_handler_fn gate, void *ctx, char *err,
+                             size_t err_len)
+{
+    return register_table(h, metrics, gate, ctx, err, err_len);
+}
+
+srv_handler_fn srv_routes_handler(const srv_routes *r, const char *method, const char *path)
+{
+    if (!method || !path)
+        return NULL;
+    for (size_t i = 0; i < sizeof routes_table / sizeof routes_table[0]; i++) {
+        if (routes_table[i].fn == h_metrics && !(r && r->p.metrics))
+            continue;
+        if (strcmp(routes_table[i].method, method) == 0 && strcmp(routes_table[i].path, path) == 0)
+            return routes_table[i].fn;
+    }
+    return NULL;
 }

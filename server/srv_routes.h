@@ -47,6 +47,18 @@ void srv_routes_destroy(srv_routes *r); /* NULL is a no-op */
 /* Adds every route to h (before the loop runs). */
 int srv_routes_register(srv_routes *r, srv_http *h, char *err, size_t err_len);
 
+/* Adds every path srv_routes_register would add (GET /metrics only when metrics) to h, all with the
+ * one handler gate and its ctx: the daemon's gate while the model loads, which then forwards to
+ * srv_routes_handler. Loop thread, before srv_loop_run. */
+int srv_routes_register_gate(srv_http *h, bool metrics, srv_handler_fn gate, void *ctx, char *err,
+                             size_t err_len);
+
+/* The handler srv_routes_register adds for method + path (exact), to be called with r as its ctx;
+ * NULL when there is none (GET /metrics without metrics). r may be NULL (then no /metrics). For a
+ * caller that registers its own routes and forwards to these (flexq-serve answers 503 while the
+ * model loads). Any thread. */
+srv_handler_fn srv_routes_handler(const srv_routes *r, const char *method, const char *path);
+
 /* Begins draining: from now on /ready and new generation requests answer 503 + Retry-After
  * (while the listening socket stays open), jobs in flight go on; on_idle runs once the last one
  * finished. Idempotent. Loop thread. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # smoke_serve.sh — starts flexq-serve on a free loopback port with the default model, checks
-# /health, /ready, /v1/models, one completion, one streamed completion, one chat and /metrics,
-# then SIGTERM and a clean exit 0.
+# /health, /ready (503 + Retry-After while the model loads, then 200), /v1/models, one completion,
+# one streamed completion, one chat and /metrics, then SIGTERM and a clean exit 0; then SIGTERM
+# right after the port opens (exit 0) and a model that fails to load (exit 1).
 #
 # Usage: smoke_serve.sh FLEXQ_SERVE [MODEL]   (MODEL defaults to $FLEXQ_MODEL)
 # Exit: 0 pass, 1 fail, 77 skip (no model, no curl).
@@ -54,14 +55,40 @@ BASE=http://127.0.0.1:$PORT
     --max-num-seqs 4 --drain-timeout-s 20 >"$LOG" 2>&1 &
 PID=$!
 
-# Wait for the port to open (the model loads first).
-for _ in $(seq 1 600); do
+# Poll /ready from the start. The port opens before the model loads: until then /ready answers 503
+# with Retry-After and an error object and /health 200; once the port answered, a refused
+# connection is a failure. (Loading is short, so the 503 phase may or may not be seen.)
+START=$(date +%s.%N)
+BOUND=
+SAW_LOADING=
+for _ in $(seq 1 3000); do
     kill -0 "$PID" 2>/dev/null || fail "flexq-serve exited during start-up"
-    if curl -s -o /dev/null "$BASE/health"; then
-        break
+    if ! code=$(curl -s -D "$WORK/rh" -o "$WORK/rb" -w '%{http_code}' --max-time 10 "$BASE/ready"); then
+        [ -z "$BOUND" ] || fail "/ready: connection failed after the port had opened"
+        sleep 0.02
+        continue
     fi
-    sleep 0.2
+    if [ -z "$BOUND" ]; then
+        BOUND=1
+        echo "ok: port answered after $(echo "$(date +%s.%N) - $START" | bc 2>/dev/null || echo '?') s"
+    fi
+    [ "$code" = 200 ] && break
+    [ "$code" = 503 ] || fail "/ready while starting: HTTP $code: $(cat "$WORK/rb")"
+    grep -qi '^Retry-After: *[0-9]' "$WORK/rh" || fail "/ready 503 without Retry-After"
+    grep -q '"error":{' "$WORK/rb" || fail "/ready 503 without an error object: $(cat "$WORK/rb")"
+    grep -q '"message":"model is loading"' "$WORK/rb" || fail "/ready 503: $(cat "$WORK/rb")"
+    hcode=$(curl -s -o "$WORK/hb" -w '%{http_code}' --max-time 10 "$BASE/health") ||
+        fail "/health: connection failed while loading"
+    [ "$hcode" = 200 ] || fail "/health while loading: HTTP $hcode"
+    SAW_LOADING=1
+    sleep 0.02
 done
+[ "$code" = 200 ] || fail "/ready did not answer 200 in time"
+if [ -n "$SAW_LOADING" ]; then
+    echo "ok: ready (while loading: /ready 503 + Retry-After + error object, /health 200)"
+else
+    echo "ok: ready (the loading phase was not observed)"
+fi
 
 # check NAME EXPECTED_STATUS OUTFILE CURL_ARGS...: runs curl, checks the status.
 check() {
@@ -116,4 +143,33 @@ PID=
 [ "$RC" -eq 0 ] || fail "exit status $RC after SIGTERM, expected 0"
 grep -q 'flexq-serve stopped' "$LOG" || fail "no 'flexq-serve stopped' in the log"
 echo "ok: SIGTERM → exit 0"
+
+# SIGTERM as soon as the port opens (most likely while the model loads): a clean exit 0.
+PORT=$(free_port)
+BASE=http://127.0.0.1:$PORT
+"$SERVE" --model "$MODEL" --host 127.0.0.1 --port "$PORT" >"$LOG" 2>&1 &
+PID=$!
+for _ in $(seq 1 3000); do
+    kill -0 "$PID" 2>/dev/null || fail "flexq-serve exited during start-up"
+    curl -s -o /dev/null --max-time 10 "$BASE/health" && break
+    sleep 0.01
+done
+kill -TERM "$PID"
+wait "$PID"
+RC=$?
+PID=
+[ "$RC" -eq 0 ] || fail "exit status $RC after an early SIGTERM, expected 0"
+echo "ok: early SIGTERM → exit 0"
+
+# A model that fails to load: the error is logged and the daemon exits 1.
+printf 'GGUF but not really a model' >"$WORK/bad.gguf"
+PORT=$(free_port)
+"$SERVE" --model "$WORK/bad.gguf" --host 127.0.0.1 --port "$PORT" >"$LOG" 2>&1 &
+PID=$!
+wait "$PID"
+RC=$?
+PID=
+[ "$RC" -eq 1 ] || fail "exit status $RC for a bad model, expected 1"
+grep -q 'cannot start' "$LOG" || fail "no 'cannot start' in the log for a bad model"
+echo "ok: bad model → exit 1"
 echo "PASS"
