@@ -1,17 +1,18 @@
 /* k_gemm_w6_decode.cu — decode GEMM (m <= 16): int8 activation codes times packed INT6 weights.
  *
- * y[m, n] = sum over groups gi ascending of (sx[m, gi] * f32(sw[n, gi])) * (float)d[m, n, gi], where
- * d is the exact int32 dot product of group gi — bit for bit the order rt_cpu_int6.h documents
- * (__fmul_rn / __fadd_rn so nvcc cannot contract into FMA).
+ * y[m, n] = sum over groups gi ascending of (sx[m, gi] * f32(sw[n, gi])) * (float)d[m, n, gi],
+ * where d is the exact int32 dot product of group gi — bit for bit the order rt_cpu_int6.h
+ * documents (__fmul_rn / __fadd_rn so nvcc cannot contract into FMA).
  *
  * First, simple version: CUDA cores only (__dp4a), no tensor cores — the mma / wgmma versions come
  * next. Memory-bound design: one warp per output row n. Per iteration the warp reads 32 consecutive
  * 48-byte chunks of the packed row (lane = chunk, three 16-byte loads), unpacks the 64 codes of its
- * chunk to signed bytes (mask/shift as in fq_pack.h, then __vsub4 by 32), and for every activation row
- * computes two int32 sums, one per 32-code half (a group is a whole number of halves since g >= 32).
- * The half sums go through shared memory; lane mm (< m) then sums them into group sums and folds the
- * groups of the iteration, in ascending order, into its fp32 accumulator. Activations are read through
- * the read-only cache (__ldg, 16-byte loads; rows are 16-byte aligned as k is a multiple of 32).
+ * chunk to signed bytes (mask/shift as in fq_pack.h, then __vsub4 by 32), and for every activation
+ * row computes two int32 sums, one per 32-code half (a group is a whole number of halves since g >=
+ * 32). The half sums go through shared memory; lane mm (< m) then sums them into group sums and
+ * folds the groups of the iteration, in ascending order, into its fp32 accumulator. Activations are
+ * read through the read-only cache (__ldg, 16-byte loads; rows are 16-byte aligned as k is a
+ * multiple of 32).
  */
 #include "k.h"
 
@@ -19,20 +20,22 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#define W6D_MAXM 16
-#define W6D_WARPS 4            /* warps (= output rows) per block */
-#define W6D_HALVES 64          /* 32-code halves per warp iteration: 32 chunks x 2 */
+#define W6D_MAXM   16
+#define W6D_WARPS  4  /* warps (= output rows) per block */
+#define W6D_HALVES 64 /* 32-code halves per warp iteration: 32 chunks x 2 */
 
 __device__ __forceinline__ unsigned w6d_codes(unsigned low, unsigned high)
 {
-    /* low: 4 low nibbles in the low half of each byte; high: 2 top bits in bits 0..1 of each byte. */
+    /* low: 4 low nibbles in the low half of each byte; high: 2 top bits in bits 0..1 of each byte.
+     */
     return __vsub4((low & 0x0F0F0F0Fu) | ((high & 0x03030303u) << 4), 0x20202020u);
 }
 
 __global__ void __launch_bounds__(W6D_WARPS * 32)
-k_gemm_w6_decode_kernel(const int8_t *__restrict__ qx, const float *__restrict__ sx, int m, int k,
-                        int g, const uint8_t *__restrict__ packed, const uint16_t *__restrict__ sw,
-                        long row_bytes, int n, float *__restrict__ y)
+    k_gemm_w6_decode_kernel(const int8_t *__restrict__ qx, const float *__restrict__ sx, int m,
+                            int k, int g, const uint8_t *__restrict__ packed,
+                            const uint16_t *__restrict__ sw, long row_bytes, int n,
+                            float *__restrict__ y)
 {
     __shared__ int s_half[W6D_WARPS][W6D_MAXM][W6D_HALVES];
     const int warp = threadIdx.x >> 5;
@@ -47,7 +50,7 @@ k_gemm_w6_decode_kernel(const int8_t *__restrict__ qx, const float *__restrict__
     const int hpg = g / 32; /* halves per group: 1, 2, 4, 8 or 16; 64 is a multiple */
     const uint8_t *prow = packed + (long)row * row_bytes;
     const uint16_t *swrow = sw + (long)row * n_groups;
-    int (*sh)[W6D_HALVES] = s_half[warp];
+    int(*sh)[W6D_HALVES] = s_half[warp];
     float acc = 0.0f;
 
     for (int c0 = 0; c0 < n_chunks; c0 += 32) {
@@ -120,7 +123,8 @@ k_gemm_w6_decode_kernel(const int8_t *__restrict__ qx, const float *__restrict__
                 for (int j = 0; j < hpg; j++)
                     d += sh[lane][hl + j];
                 const int gi = (h0 + hl) / hpg;
-                const float s = __fmul_rn(__ldg(sxrow + gi), __half2float(__ushort_as_half(swrow[gi])));
+                const float s =
+                    __fmul_rn(__ldg(sxrow + gi), __half2float(__ushort_as_half(swrow[gi])));
                 acc = __fadd_rn(acc, __fmul_rn(s, __int2float_rn(d)));
             }
         }
@@ -135,8 +139,8 @@ extern "C" int k_gemm_w6_decode(const int8_t *qx, const float *sx, int m, int k,
 {
     if (!qx || !sx || !packed || !sw || !y || m < 1 || m > W6D_MAXM || k < 1 || n < 1 ||
         (g != 32 && g != 64 && g != 128 && g != 256 && g != 512) || k % g != 0 ||
-        row_bytes < (long)(k + 63) / 64 * 48 || row_bytes % 16 != 0 ||
-        ((uintptr_t)qx & 15) != 0 || ((uintptr_t)packed & 15) != 0)
+        row_bytes < (long)(k + 63) / 64 * 48 || row_bytes % 16 != 0 || ((uintptr_t)qx & 15) != 0 ||
+        ((uintptr_t)packed & 15) != 0)
         return -1; /* FQ_EINVAL */
     const unsigned blocks = (unsigned)((n + W6D_WARPS - 1) / W6D_WARPS);
     k_gemm_w6_decode_kernel<<<blocks, W6D_WARPS * 32, 0, stream>>>(qx, sx, m, k, g, packed, sw,
