@@ -901,25 +901,33 @@ def test_queue_full():
         print(f"  statuses {statuses}")
 
 
+def start_stream_after_first_chunk(s2, max_tokens):
+    """Starts a greedy streamed completion on a thread; returns (thread, out) once its first chunk
+    arrived. out[0] gets the stream's result or the exception it raised."""
+    mid = s2.model_id()
+    got_first = threading.Event()
+    out = [None]
+
+    def worker():
+        try:
+            out[0] = sf.stream_post(s2, "/v1/completions", {
+                "model": mid, "prompt": P_STORY, "max_tokens": max_tokens, "temperature": 0,
+                "stream": True, "ignore_eos": True}, on_event=lambda i, e: got_first.set(),
+                timeout=120)
+        except Exception as e:  # noqa: BLE001
+            out[0] = e
+        got_first.set()
+
+    t = threading.Thread(target=worker)
+    t.start()
+    check(got_first.wait(60), "no first chunk within 60 s")
+    return t, out
+
+
 def test_drain():
     with sf.Server(EXE, MODEL_FILE, ["--drain-timeout-s", "60"], name="serve-drain") as s2:
         mid = s2.model_id()
-        got_first = threading.Event()
-        out = [None]
-
-        def worker():
-            try:
-                out[0] = sf.stream_post(s2, "/v1/completions", {
-                    "model": mid, "prompt": P_STORY, "max_tokens": 40, "temperature": 0,
-                    "stream": True, "ignore_eos": True}, on_event=lambda i, e: got_first.set(),
-                    timeout=120)
-            except Exception as e:  # noqa: BLE001
-                out[0] = e
-            got_first.set()
-
-        t = threading.Thread(target=worker)
-        t.start()
-        check(got_first.wait(60), "no first chunk within 60 s")
+        t, out = start_stream_after_first_chunk(s2, 40)
         s2.terminate()
         time.sleep(0.3)
         seen = {}
@@ -983,23 +991,7 @@ def test_drain():
 
 def test_drain_timeout_aborts():
     with sf.Server(EXE, MODEL_FILE, ["--drain-timeout-s", "1"], name="serve-drain1") as s2:
-        mid = s2.model_id()
-        got_first = threading.Event()
-        out = [None]
-
-        def worker():
-            try:
-                out[0] = sf.stream_post(s2, "/v1/completions", {
-                    "model": mid, "prompt": P_STORY, "max_tokens": 400, "temperature": 0,
-                    "stream": True, "ignore_eos": True}, on_event=lambda i, e: got_first.set(),
-                    timeout=120)
-            except Exception as e:  # noqa: BLE001
-                out[0] = e
-            got_first.set()
-
-        t = threading.Thread(target=worker)
-        t.start()
-        check(got_first.wait(60), "no first chunk within 60 s")
+        t, out = start_stream_after_first_chunk(s2, 400)
         t0 = time.monotonic()
         s2.terminate()
         rc = s2.wait(20)
