@@ -28,7 +28,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: flexq-generate --model FILE --prompt TEXT [--prompt TEXT ...]\n"
                "                      [--max-tokens 64] [--ignore-eos] [--threads N]\n"
-               "                      [--mode fp|w6a16|w6a8|w6a6|flex] [--backend cpu]\n");
+               "                      [--mode fp|w6a16|w6a8|w6a6|flex] [--backend cpu|cuda]\n");
 }
 
 /* 0: run; 1: help was printed; -1: bad arguments (already reported). */

@@ -28,7 +28,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: flexq-ppl --model FILE --text FILE [--ctx 2048] [--max-windows W]\n"
                "                 [--mode fp|w6a16|w6a8|w6a6|flex] [--batch 512] [--threads N]\n"
-               "                 [--backend cpu]\n"
+               "                 [--backend cpu|cuda]\n"
                "  FILE: a GGUF file, an HF checkpoint directory or an INT6 model file; the w6*\n"
                "  modes quantize a checkpoint in memory, flex needs an INT6 file (flexq-quant)\n");
 }

@@ -46,22 +46,6 @@ struct rt_backend {
     int64_t *slot;    /* [M] cache slot of each token */
 };
 
-int64_t rt_batch_n_tokens(const rt_batch *b)
-{
-    int64_t n = 0;
-    for (int32_t s = 0; s < b->n_seqs; s++)
-        n += b->seqs[s].n_tokens;
-    return n;
-}
-
-int64_t rt_batch_n_logits(const rt_batch *b)
-{
-    int64_t n = 0;
-    for (int32_t s = 0; s < b->n_seqs; s++)
-        n += b->seqs[s].all_logits ? b->seqs[s].n_tokens : 1;
-    return n;
-}
-
 rt_backend_params rt_backend_default_params(void)
 {
     return (rt_backend_params){
@@ -238,36 +222,12 @@ static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend 
 /* Checks the whole batch before anything is written, and fills pos/seq_of/slot per token. */
 static int plan_step(rt_backend *be, const rt_batch *b, char *err, size_t err_len)
 {
-    int64_t n_tok = rt_batch_n_tokens(b);
-    if (n_tok <= 0 || n_tok > be->p.max_batch_tokens || rt_batch_n_logits(b) > n_tok)
-        return fq_err(err, err_len, FQ_ERANGE, "batch of %lld tokens (the limit is %d)",
-                      (long long)n_tok, be->p.max_batch_tokens);
-    int32_t bs = be->p.kv.block_size;
-    int64_t t = 0;
-    for (int32_t s = 0; s < b->n_seqs; s++) {
-        const rt_seq_step *sq = &b->seqs[s];
-        int64_t end = (int64_t)sq->pos0 + sq->n_tokens;
-        if (sq->n_tokens <= 0 || sq->pos0 < 0 || sq->kv->n_blocks * (int64_t)bs < end)
-            return fq_err(err, err_len, FQ_ERANGE,
-                          "sequence %d: %d tokens at position %d need %lld cache slots, %lld held",
-                          s, sq->n_tokens, sq->pos0, (long long)end,
-                          (long long)sq->kv->n_blocks * bs);
-        for (int32_t i = 0; i < sq->n_tokens; i++, t++) {
-            int32_t id = sq->tokens[i];
-            if (id < 0 || id >= be->m->cfg.n_vocab)
-                return fq_err(err, err_len, FQ_ERANGE, "token id %d is outside [0, %d)", id,
-                              be->m->cfg.n_vocab);
-            int32_t pos = sq->pos0 + i;
-            int32_t blk = sq->kv->blocks[pos / bs];
-            if (blk < 0 || blk >= be->p.kv.n_blocks)
-                return fq_err(err, err_len, FQ_ERANGE, "KV block %d is outside [0, %d)", blk,
-                              be->p.kv.n_blocks);
-            be->pos[t] = pos;
-            be->seq_of[t] = s;
-            be->slot[t] = (int64_t)blk * bs + pos % bs;
-        }
-    }
-    return 0;
+    rt_batch_limits lim = {.max_tokens = be->p.max_batch_tokens,
+                           .n_vocab = be->m->cfg.n_vocab,
+                           .block_size = be->p.kv.block_size,
+                           .n_blocks = be->p.kv.n_blocks};
+    rt_batch_plan plan = {.pos = be->pos, .seq_of = be->seq_of, .slot = be->slot};
+    return rt_batch_check_plan(b, &lim, &plan, err, err_len);
 }
 
 typedef struct attn_task {
@@ -404,5 +364,18 @@ const rt_ops *rt_backend_find(const char *name)
 {
     if (strcmp(name, rt_backend_cpu_ops.name) == 0)
         return &rt_backend_cpu_ops;
+#ifdef FQ_HAVE_CUDA
+    if (strcmp(name, rt_backend_cuda_ops.name) == 0)
+        return &rt_backend_cuda_ops;
+#endif
     return NULL;
+}
+
+const char *rt_backend_names(void)
+{
+#ifdef FQ_HAVE_CUDA
+    return "cpu, cuda";
+#else
+    return "cpu";
+#endif
 }

@@ -5,7 +5,8 @@
  * the end of the step. The backend writes the new tokens' keys and values into its cache storage,
  * attends over the whole context, and returns logits: one row per sequence (its last new token), or
  * one per new token for sequences that ask for all of them (perplexity). Rows come in batch order.
- * Implementations: "cpu" (rt_backend_cpu.c, the fp32 reference); "cuda" later, same table.
+ * Implementations: "cpu" (rt_backend_cpu.c, the fp32 reference) and, in builds with CUDA, "cuda"
+ * (rt_backend_cuda.c: the whole forward pass on the GPU, same table).
  * Thread safety: a backend instance belongs to one thread (the engine thread).
  */
 #ifndef RT_OPS_H
@@ -34,6 +35,26 @@ typedef struct rt_batch {
 /* Tokens in the batch and logits rows it produces. */
 int64_t rt_batch_n_tokens(const rt_batch *b);
 int64_t rt_batch_n_logits(const rt_batch *b);
+
+/* What a backend accepts in one step. */
+typedef struct rt_batch_limits {
+    int32_t max_tokens; /* tokens per step */
+    int32_t n_vocab;
+    int32_t block_size; /* KV cache geometry */
+    int32_t n_blocks;
+} rt_batch_limits;
+
+/* Per-token layout of a step, arrays of rt_batch_n_tokens(b) entries owned by the caller. */
+typedef struct rt_batch_plan {
+    int32_t *pos;    /* position of each token */
+    int32_t *seq_of; /* batch index of each token's sequence */
+    int64_t *slot;   /* KV cache slot of each token */
+} rt_batch_plan;
+
+/* Checks a step against the limits before anything is written (token ids, sizes, block tables:
+ * FQ_ERANGE naming what is wrong) and fills the plan in token order. */
+int rt_batch_check_plan(const rt_batch *b, const rt_batch_limits *lim, rt_batch_plan *out,
+                        char *err, size_t err_len);
 
 /* How the decoder linears compute (everything else is fp32 on the CPU backend). */
 typedef enum {
@@ -73,9 +94,15 @@ typedef struct rt_ops {
     int (*forward)(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len);
 } rt_ops;
 
-/* The ops table of a backend by name ("cpu"), or NULL. */
+/* The ops table of a backend by name ("cpu", "cuda" in builds with CUDA), or NULL. */
 const rt_ops *rt_backend_find(const char *name);
 
+/* The backend names this build has, e.g. "cpu, cuda". */
+const char *rt_backend_names(void);
+
 extern const rt_ops rt_backend_cpu_ops;
+#ifdef FQ_HAVE_CUDA
+extern const rt_ops rt_backend_cuda_ops;
+#endif
 
 #endif /* RT_OPS_H */

@@ -2,6 +2,7 @@
 #include "rt_runner.h"
 
 #include "fq_base.h"
+#include "rt_pool.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -14,6 +15,8 @@ struct rt_runner {
     rt_kv *kv;
     rt_backend_params p;
     float *logits; /* [max_batch_tokens, n_vocab] */
+    double *nll;   /* [max_batch_tokens] per-row scores of one chunk */
+    rt_pool *pool; /* scores the rows of a chunk in parallel */
 };
 
 rt_greedy_params rt_greedy_default_params(void)
@@ -34,7 +37,8 @@ int rt_runner_create(const rt_model *m, const char *backend, const rt_backend_pa
     *out = NULL;
     const rt_ops *ops = rt_backend_find(backend);
     if (!ops)
-        return fq_err(err, err_len, FQ_EINVAL, "unknown backend '%s' (available: cpu)", backend);
+        return fq_err(err, err_len, FQ_EINVAL, "unknown backend '%s' (this build has: %s)", backend,
+                      rt_backend_names());
     rt_runner *r = calloc(1, sizeof *r);
     if (!r)
         return fq_err(err, err_len, FQ_ENOMEM, "out of memory");
@@ -49,7 +53,8 @@ int rt_runner_create(const rt_model *m, const char *backend, const rt_backend_pa
     if (rc == 0) {
         r->logits =
             fq_malloc_array((size_t)p->max_batch_tokens * (size_t)m->cfg.n_vocab, sizeof(float));
-        if (!r->logits)
+        r->nll = fq_malloc_array((size_t)p->max_batch_tokens, sizeof(double));
+        if (!r->logits || !r->nll || rt_pool_create(p->n_threads, &r->pool) != 0)
             rc = fq_err(err, err_len, FQ_ENOMEM, "out of memory for logits");
     }
     if (rc) {
@@ -67,7 +72,9 @@ void rt_runner_destroy(rt_runner *r)
     if (r->be)
         r->ops->destroy(r->be);
     rt_kv_destroy(r->kv);
+    rt_pool_destroy(r->pool);
     free(r->logits);
+    free(r->nll);
     free(r);
 }
 
@@ -209,6 +216,19 @@ static double token_nll(const float *row, int32_t nv, int32_t target)
     return log(sum) + (double)mx - (double)row[target];
 }
 
+typedef struct nll_task {
+    const float *logits;
+    const int32_t *targets;
+    int32_t nv;
+    double *out;
+} nll_task;
+
+static void nll_row(void *ctx, int64_t i)
+{
+    const nll_task *t = ctx;
+    t->out[i] = token_nll(t->logits + i * t->nv, t->nv, t->targets[i]);
+}
+
 /* Feeds tokens through the cache in chunks; all_logits selects per-token rows or only the last. */
 static int feed_chunks(rt_runner *r, rt_kv_seq *kv, const int32_t *tokens, int32_t n,
                        bool all_logits, double *nll, float *last, char *err, size_t err_len)
@@ -225,8 +245,12 @@ static int feed_chunks(rt_runner *r, rt_kv_seq *kv, const int32_t *tokens, int32
         int rc = r->ops->forward(r->be, &b, r->logits, err, err_len);
         if (rc)
             return rc;
-        for (int32_t i = 0; all_logits && i < chunk && pos + i + 1 < n; i++)
-            *nll += token_nll(r->logits + (int64_t)i * nv, nv, tokens[pos + i + 1]);
+        int32_t rows = all_logits ? (pos + chunk < n ? chunk : n - pos - 1) : 0;
+        nll_task t = {.logits = r->logits, .targets = tokens + pos + 1, .nv = nv, .out = r->nll};
+        if (rows > 0)
+            rt_pool_run(r->pool, rows, nll_row, &t);
+        for (int32_t i = 0; i < rows; i++) /* in order: the sum does not depend on threads */
+            *nll += r->nll[i];
         pos += chunk;
         if (!all_logits && pos == n && last)
             memcpy(last, r->logits, (size_t)nv * sizeof(float));
