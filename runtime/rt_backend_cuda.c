@@ -1,0 +1,634 @@
+/* rt_backend_cuda.c — the CUDA backend: the whole LLaMA forward pass on the GPU, same ops table
+ * and same math as the CPU reference (rt_backend_cpu.c) up to fp32 order and an fp16 KV cache.
+ *
+ * Weights go to the device once, at create: per layer q/k/v rows concatenated into one matrix
+ * (one GEMM when their activation bits agree) and gate/up likewise. Per step: the batch's token
+ * ids, positions, cache slots and block tables go up in one copy; per layer
+ *   x += down(prev) → RMSNorm → quantize (one kernel) → qkv GEMM → RoPE + KV store → attention
+ *   (output quantized in the same kernel) → o GEMM → x += o → RMSNorm → quantize → gate/up GEMM
+ *   → SiLU·up → quantize → down GEMM;
+ * then the last residual add and the final norm of the rows whose logits are wanted (fp16),
+ * lm_head with cuBLAS (fp16 in, fp32 out), and one copy of the logits back. The integer modes use
+ * the INT6 GEMMs (k_gemm.h); fp and w6a16 multiply fp32 weights (the source's, or the INT6 codes
+ * dequantized on the device) with cuBLAS SGEMM. Every kernel runs on the backend's stream; the
+ * step ends with one synchronization.
+ */
+#include "rt_ops.h"
+
+#include "fq_base.h"
+#include "fq_weight.h"
+#include "k_attn.h"
+#include "k_gemm.h"
+#include "k_ops.h"
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Linears that share their input, rows concatenated (q|k|v, gate|up, or one alone). */
+typedef struct cu_lin {
+    int32_t n, k, g;   /* rows in all, input width, group */
+    int64_t row_bytes; /* packed row */
+    uint8_t *packed;   /* [n, row_bytes] (integer modes) */
+    uint16_t *sw;      /* [n, k / g] */
+    float *w;          /* [n, k] fp32 (fp, w6a16) */
+    int32_t n_part;    /* linears in the group */
+    int32_t rows[3];   /* rows of each */
+    int32_t bits[3];   /* activation bits of each (integer modes) */
+} cu_lin;
+
+typedef struct cu_layer {
+    float *attn_norm, *ffn_norm;
+    cu_lin qkv, o, gu, down;
+} cu_layer;
+
+struct rt_backend {
+    const rt_model *m;
+    rt_backend_params p;
+    bool int_mode;
+    cudaStream_t st;
+    cublasHandle_t cb;
+    void **allocs; /* every device allocation, freed at destroy */
+    int32_t n_allocs, cap_allocs;
+    cu_layer *layers;
+    float *tok_embd, *out_norm;  /* fp32 */
+    uint16_t *lm_head;           /* fp16 [n_vocab, n_embd] */
+    uint16_t *k_cache, *v_cache; /* fp16 [n_layer, n_slots, kv_dim] */
+    int64_t n_slots, kv_dim, qd;
+    /* step scratch, max_batch_tokens rows */
+    float *x, *tmp, *hf, *qkv, *att, *gu, *logits;
+    uint16_t *xn16;
+    int8_t *qx[2]; /* codes for 6 and 8 bits */
+    float *sx[2];
+    void *ws;
+    size_t ws_bytes;
+    /* per-step metadata: host (pinned) and device copies, grown on demand */
+    int32_t *meta_h, *meta_d;
+    size_t meta_cap; /* int32 entries */
+    int32_t *pos, *seq_of;
+    int64_t *slot;
+};
+
+static int cuda_fail(char *err, size_t err_len, cudaError_t e, const char *what)
+{
+    return fq_err(err, err_len, FQ_EIO, "cuda backend: %s: %s", what, cudaGetErrorString(e));
+}
+
+static void *dev_alloc(rt_backend *be, size_t bytes)
+{
+    if (be->n_allocs == be->cap_allocs) {
+        int32_t cap = be->cap_allocs ? 2 * be->cap_allocs : 64;
+        void **a = realloc(be->allocs, (size_t)cap * sizeof *a);
+        if (!a)
+            return NULL;
+        be->allocs = a;
+        be->cap_allocs = cap;
+    }
+    void *p = NULL;
+    if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess)
+        return NULL;
+    be->allocs[be->n_allocs++] = p;
+    return p;
+}
+
+static void *upload(rt_backend *be, const void *src, size_t bytes)
+{
+    void *d = dev_alloc(be, bytes);
+    if (d && cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+        return NULL;
+    return d;
+}
+
+static void cuda_destroy(rt_backend *be)
+{
+    if (!be)
+        return;
+    if (be->st)
+        cudaStreamSynchronize(be->st);
+    for (int32_t i = 0; i < be->n_allocs; i++)
+        cudaFree(be->allocs[i]);
+    free(be->allocs);
+    if (be->cb)
+        cublasDestroy(be->cb);
+    if (be->st)
+        cudaStreamDestroy(be->st);
+    cudaFreeHost(be->meta_h);
+    free(be->layers);
+    free(be->pos);
+    free(be->seq_of);
+    free(be->slot);
+    free(be);
+}
+
+/* Activation bits of linear t of layer l in the integer modes. */
+static int lin_bits(const rt_backend *be, int32_t l, fq_lin_type t, int32_t *bits, char *err,
+                    size_t err_len)
+{
+    const rt_linear *lin = rt_layer_linear(&be->m->layers[l], t);
+    int32_t b = be->p.mode == RT_MODE_W6A8 ? 8 : 6;
+    if (be->p.mode == RT_MODE_FLEX)
+        b = be->p.abits ? be->p.abits[l * FQ_LIN_COUNT + t] : lin->abits;
+    if (b != 6 && b != 8)
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "mode flex: layer %d %s has activation bits %d (6 or 8 needed; quantize "
+                      "with flexq-quant --abits flex)",
+                      l, fq_lin_name(t), b);
+    *bits = b;
+    return 0;
+}
+
+/* Uploads the linears types[0..n) of layer l as one row-concatenated group. */
+static int upload_group(rt_backend *be, int32_t l, const fq_lin_type *types, int32_t n, cu_lin *g,
+                        char *err, size_t err_len)
+{
+    const rt_layer *ly = &be->m->layers[l];
+    const rt_linear *first = rt_layer_linear(ly, types[0]);
+    memset(g, 0, sizeof *g);
+    g->k = first->n_in;
+    g->n_part = n;
+    for (int32_t i = 0; i < n; i++) {
+        const rt_linear *lin = rt_layer_linear(ly, types[i]);
+        if (lin->n_in != g->k || (be->p.mode != RT_MODE_FP && lin->q6.group != first->q6.group))
+            return fq_err(err, err_len, FQ_EUNSUP,
+                          "cuda backend: layer %d: linears sharing an input differ in width or "
+                          "group",
+                          l);
+        g->rows[i] = lin->n_out;
+        g->n += lin->n_out;
+        if (be->int_mode) {
+            int rc = lin_bits(be, l, types[i], &g->bits[i], err, err_len);
+            if (rc)
+                return rc;
+        }
+    }
+    bool ok = true;
+    if (be->p.mode == RT_MODE_FP) {
+        g->w = dev_alloc(be, (size_t)g->n * (size_t)g->k * sizeof(float));
+        int64_t r0 = 0;
+        for (int32_t i = 0; ok && g->w && i < n; i++) {
+            const rt_linear *lin = rt_layer_linear(ly, types[i]);
+            size_t bytes = (size_t)lin->n_out * (size_t)g->k * sizeof(float);
+            ok = cudaMemcpy(g->w + r0 * g->k, lin->w, bytes, cudaMemcpyHostToDevice) == cudaSuccess;
+            r0 += lin->n_out;
+        }
+        return g->w && ok ? 0 : fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading weights");
+    }
+    g->g = first->q6.group;
+    g->row_bytes = first->q6.row_bytes;
+    int64_t ng = g->k / g->g;
+    g->packed = dev_alloc(be, (size_t)g->n * (size_t)g->row_bytes);
+    g->sw = dev_alloc(be, (size_t)g->n * (size_t)ng * sizeof(uint16_t));
+    ok = g->packed && g->sw;
+    int64_t r0 = 0;
+    for (int32_t i = 0; ok && i < n; i++) {
+        const rt_linear *lin = rt_layer_linear(ly, types[i]);
+        ok = lin->q6.row_bytes == g->row_bytes &&
+             cudaMemcpy(g->packed + r0 * g->row_bytes, lin->q6.packed,
+                        (size_t)lin->n_out * (size_t)g->row_bytes,
+                        cudaMemcpyHostToDevice) == cudaSuccess &&
+             cudaMemcpy(g->sw + r0 * ng, lin->q6.scales,
+                        (size_t)lin->n_out * (size_t)ng * sizeof(uint16_t),
+                        cudaMemcpyHostToDevice) == cudaSuccess;
+        r0 += lin->n_out;
+    }
+    if (ok && be->p.mode == RT_MODE_W6A16) {
+        g->w = dev_alloc(be, (size_t)g->n * (size_t)g->k * sizeof(float));
+        ok = g->w && k_w6_dequantize(g->packed, g->sw, (long)g->row_bytes, g->n, g->k, g->g, g->w,
+                                     be->st) == 0;
+    }
+    return ok ? 0 : fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading layer %d", l);
+}
+
+static int upload_layers(rt_backend *be, char *err, size_t err_len)
+{
+    const fq_config *c = &be->m->cfg;
+    static const fq_lin_type qkv[] = {FQ_LIN_Q, FQ_LIN_K, FQ_LIN_V};
+    static const fq_lin_type gu[] = {FQ_LIN_GATE, FQ_LIN_UP};
+    static const fq_lin_type o[] = {FQ_LIN_O}, down[] = {FQ_LIN_DOWN};
+    be->layers = calloc((size_t)c->n_layer, sizeof *be->layers);
+    if (!be->layers)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: out of memory");
+    for (int32_t l = 0; l < c->n_layer; l++) {
+        const rt_layer *ly = &be->m->layers[l];
+        cu_layer *d = &be->layers[l];
+        size_t nb = (size_t)c->n_embd * sizeof(float);
+        d->attn_norm = upload(be, ly->attn_norm, nb);
+        d->ffn_norm = upload(be, ly->ffn_norm, nb);
+        if (!d->attn_norm || !d->ffn_norm)
+            return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading layer %d norms", l);
+        int rc = upload_group(be, l, qkv, 3, &d->qkv, err, err_len);
+        if (rc == 0)
+            rc = upload_group(be, l, o, 1, &d->o, err, err_len);
+        if (rc == 0)
+            rc = upload_group(be, l, gu, 2, &d->gu, err, err_len);
+        if (rc == 0)
+            rc = upload_group(be, l, down, 1, &d->down, err, err_len);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+/* Embeddings, final norm and the fp16 lm_head. */
+static int upload_io(rt_backend *be, char *err, size_t err_len)
+{
+    const rt_model *m = be->m;
+    size_t ve = (size_t)m->cfg.n_vocab * (size_t)m->cfg.n_embd;
+    if (!m->lm_head.w || m->lm_head.n_out != m->cfg.n_vocab)
+        return fq_err(err, err_len, FQ_EUNSUP, "cuda backend: the model has no fp32 lm_head");
+    be->tok_embd = upload(be, m->tok_embd, ve * sizeof(float));
+    be->out_norm = upload(be, m->out_norm, (size_t)m->cfg.n_embd * sizeof(float));
+    be->lm_head = dev_alloc(be, ve * sizeof(uint16_t));
+    if (!be->tok_embd || !be->out_norm || !be->lm_head)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading embeddings");
+    const float *src = be->tok_embd;
+    float *tmp = NULL;
+    if (m->lm_head.w != m->tok_embd) {
+        if (cudaMalloc((void **)&tmp, ve * sizeof(float)) != cudaSuccess)
+            return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading lm_head");
+        cudaMemcpy(tmp, m->lm_head.w, ve * sizeof(float), cudaMemcpyHostToDevice);
+        src = tmp;
+    }
+    int rc = k_f32_to_f16(src, (long)ve, be->lm_head, be->st);
+    cudaError_t e = cudaStreamSynchronize(be->st);
+    cudaFree(tmp);
+    if (rc || e != cudaSuccess)
+        return cuda_fail(err, err_len, e, "converting lm_head to fp16");
+    return 0;
+}
+
+static int alloc_scratch(rt_backend *be, char *err, size_t err_len)
+{
+    const fq_config *c = &be->m->cfg;
+    size_t mt = (size_t)be->p.max_batch_tokens, e = (size_t)c->n_embd, f = (size_t)c->n_ff;
+    size_t qkv = (size_t)(be->qd + 2 * be->kv_dim);
+    size_t widest = e > f ? e : f;
+    widest = widest > (size_t)be->qd ? widest : (size_t)be->qd;
+    size_t cache = (size_t)c->n_layer * (size_t)be->n_slots * (size_t)be->kv_dim;
+    be->k_cache = dev_alloc(be, cache * sizeof(uint16_t));
+    be->v_cache = dev_alloc(be, cache * sizeof(uint16_t));
+    be->x = dev_alloc(be, mt * e * sizeof(float));
+    be->tmp = dev_alloc(be, mt * e * sizeof(float));
+    be->hf = dev_alloc(be, mt * widest * sizeof(float));
+    be->qkv = dev_alloc(be, mt * qkv * sizeof(float));
+    be->att = dev_alloc(be, mt * (size_t)be->qd * sizeof(float));
+    be->gu = dev_alloc(be, mt * 2 * f * sizeof(float));
+    be->logits = dev_alloc(be, mt * (size_t)c->n_vocab * sizeof(float));
+    be->xn16 = dev_alloc(be, mt * e * sizeof(uint16_t));
+    bool ok = be->k_cache && be->v_cache && be->x && be->tmp && be->hf && be->qkv && be->att &&
+              be->gu && be->logits && be->xn16;
+    for (int i = 0; ok && i < 2; i++) {
+        be->qx[i] = dev_alloc(be, mt * widest);
+        be->sx[i] = dev_alloc(be, mt * (widest / 32 + 1) * sizeof(float));
+        ok = be->qx[i] && be->sx[i];
+    }
+    if (ok && be->int_mode) {
+        for (int32_t l = 0; l < c->n_layer; l++) {
+            const cu_lin *gs[] = {&be->layers[l].qkv, &be->layers[l].o, &be->layers[l].gu,
+                                  &be->layers[l].down};
+            for (int i = 0; i < 4; i++) {
+                k_w6 w = {.n = gs[i]->n,
+                          .k = gs[i]->k,
+                          .g = gs[i]->g,
+                          .row_bytes = (long)gs[i]->row_bytes};
+                size_t b = k_gemm_w6_ws_bytes(&w, be->p.max_batch_tokens);
+                be->ws_bytes = b > be->ws_bytes ? b : be->ws_bytes;
+            }
+        }
+        be->ws = be->ws_bytes ? dev_alloc(be, be->ws_bytes) : NULL;
+        ok = be->ws_bytes == 0 || be->ws;
+    }
+    be->pos = calloc(mt, sizeof *be->pos);
+    be->seq_of = calloc(mt, sizeof *be->seq_of);
+    be->slot = calloc(mt, sizeof *be->slot);
+    ok = ok && be->pos && be->seq_of && be->slot;
+    if (!ok)
+        return fq_err(err, err_len, FQ_ENOMEM,
+                      "cuda backend: out of device memory for %d KV blocks of %d tokens and %d "
+                      "tokens per step",
+                      be->p.kv.n_blocks, be->p.kv.block_size, be->p.max_batch_tokens);
+    return 0;
+}
+
+static int check_create(const rt_model *m, const rt_backend_params *p, char *err, size_t err_len)
+{
+    if (p->max_batch_tokens <= 0 || p->kv.block_size <= 0 || p->kv.n_blocks <= 0)
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "cuda backend: max_batch_tokens %d, block size %d and blocks %d must be > 0",
+                      p->max_batch_tokens, p->kv.block_size, p->kv.n_blocks);
+    if (p->mode < RT_MODE_FP || p->mode > RT_MODE_FLEX)
+        return fq_err(err, err_len, FQ_EINVAL, "cuda backend: unknown mode %d", (int)p->mode);
+    if (p->mode == RT_MODE_FP && !rt_model_has_fp(m))
+        return fq_err(err, err_len, FQ_EINVAL,
+                      "mode fp needs the source weights; this model has only INT6 codes");
+    if (p->mode != RT_MODE_FP && !rt_model_has_q6(m))
+        return fq_err(err, err_len, FQ_EINVAL, "mode %s needs INT6 weights; this model has none",
+                      rt_mode_name(p->mode));
+    if (m->cfg.head_dim != 64 && m->cfg.head_dim != 128)
+        return fq_err(err, err_len, FQ_EUNSUP, "cuda backend: head dim %d (64 or 128 supported)",
+                      m->cfg.head_dim);
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0)
+        return fq_err(err, err_len, FQ_EUNSUP, "cuda backend: no CUDA device");
+    return 0;
+}
+
+static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
+                       size_t err_len)
+{
+    *out = NULL;
+    int rc = check_create(m, p, err, err_len);
+    if (rc)
+        return rc;
+    rt_backend *be = calloc(1, sizeof *be);
+    if (!be)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: out of memory");
+    be->m = m;
+    be->p = *p;
+    be->p.abits = NULL; /* copied per linear into the groups below */
+    be->int_mode = p->mode == RT_MODE_W6A8 || p->mode == RT_MODE_W6A6 || p->mode == RT_MODE_FLEX;
+    be->kv_dim = (int64_t)m->cfg.n_head_kv * m->cfg.head_dim;
+    be->qd = (int64_t)m->cfg.n_head * m->cfg.head_dim;
+    be->n_slots = (int64_t)p->kv.n_blocks * p->kv.block_size;
+    cudaError_t e = cudaStreamCreateWithFlags(&be->st, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        cuda_destroy(be);
+        return cuda_fail(err, err_len, e, "creating a stream");
+    }
+    if (cublasCreate(&be->cb) != CUBLAS_STATUS_SUCCESS ||
+        cublasSetStream(be->cb, be->st) != CUBLAS_STATUS_SUCCESS) {
+        cuda_destroy(be);
+        return fq_err(err, err_len, FQ_EIO, "cuda backend: cuBLAS did not start");
+    }
+    be->p.abits = p->abits; /* read during upload only */
+    rc = upload_layers(be, err, err_len);
+    be->p.abits = NULL;
+    if (rc == 0)
+        rc = upload_io(be, err, err_len);
+    if (rc == 0)
+        rc = alloc_scratch(be, err, err_len);
+    if (rc == 0 && (e = cudaStreamSynchronize(be->st)) != cudaSuccess)
+        rc = cuda_fail(err, err_len, e, "uploading the model");
+    if (rc) {
+        cuda_destroy(be);
+        return rc;
+    }
+    *out = be;
+    return 0;
+}
+
+/* Device views of one step's metadata (all int32, one upload). */
+typedef struct step_meta {
+    int32_t *ids, *pos, *slot, *seq, *seq_tok0, *rows, *tables;
+    int32_t n_tok, n_seqs, n_rows, max_blocks, max_new;
+} step_meta;
+
+static int grow_meta(rt_backend *be, size_t need, char *err, size_t err_len)
+{
+    if (need <= be->meta_cap)
+        return 0;
+    size_t cap = need + need / 2;
+    cudaFreeHost(be->meta_h);
+    be->meta_h = NULL;
+    be->meta_cap = 0;
+    if (cudaMallocHost((void **)&be->meta_h, cap * sizeof(int32_t)) != cudaSuccess)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: out of pinned memory");
+    be->meta_d = dev_alloc(be, cap * sizeof(int32_t)); /* the old one stays until destroy */
+    if (!be->meta_d)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: out of device memory");
+    be->meta_cap = cap;
+    return 0;
+}
+
+/* Lays the step's metadata out in the pinned buffer and uploads it. */
+static int upload_meta(rt_backend *be, const rt_batch *b, step_meta *sm, char *err, size_t err_len)
+{
+    int32_t T = (int32_t)rt_batch_n_tokens(b), S = b->n_seqs, R = (int32_t)rt_batch_n_logits(b);
+    int32_t maxb = 1, max_new = 1;
+    for (int32_t s = 0; s < S; s++) {
+        maxb = b->seqs[s].kv->n_blocks > maxb ? b->seqs[s].kv->n_blocks : maxb;
+        max_new = b->seqs[s].n_tokens > max_new ? b->seqs[s].n_tokens : max_new;
+    }
+    size_t need = 4 * (size_t)T + (size_t)S + 1 + (size_t)R + (size_t)S * (size_t)maxb;
+    int rc = grow_meta(be, need, err, err_len);
+    if (rc)
+        return rc;
+    int32_t *h = be->meta_h, *ids = h, *pos = ids + T, *slot = pos + T, *seq = slot + T;
+    int32_t *tok0 = seq + T, *rows = tok0 + S + 1, *tables = rows + R;
+    int32_t t = 0, r = 0;
+    for (int32_t s = 0; s < S; s++) {
+        const rt_seq_step *sq = &b->seqs[s];
+        tok0[s] = t;
+        for (int32_t i = 0; i < sq->n_tokens; i++, t++) {
+            ids[t] = sq->tokens[i];
+            pos[t] = be->pos[t];
+            slot[t] = (int32_t)be->slot[t];
+            seq[t] = s;
+            if (sq->all_logits || i == sq->n_tokens - 1)
+                rows[r++] = t;
+        }
+        for (int32_t j = 0; j < maxb; j++)
+            tables[(size_t)s * maxb + j] = j < sq->kv->n_blocks ? sq->kv->blocks[j] : 0;
+    }
+    tok0[S] = t;
+    cudaError_t e =
+        cudaMemcpyAsync(be->meta_d, h, need * sizeof(int32_t), cudaMemcpyHostToDevice, be->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, err_len, e, "uploading the step");
+    int32_t *d = be->meta_d;
+    *sm = (step_meta){.ids = d,
+                      .pos = d + (pos - h),
+                      .slot = d + (slot - h),
+                      .seq = d + (seq - h),
+                      .seq_tok0 = d + (tok0 - h),
+                      .rows = d + (rows - h),
+                      .tables = d + (tables - h),
+                      .n_tok = T,
+                      .n_seqs = S,
+                      .n_rows = R,
+                      .max_blocks = maxb,
+                      .max_new = max_new};
+    return 0;
+}
+
+/* y[:, r0 .. r0 + rows) of a group's GEMM, as the mode says. Input: codes (integer modes) or xf. */
+static int gemm_rows(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows, int bits,
+                     const float *xf, int32_t m, float *y, long ldy)
+{
+    if (!be->int_mode) {
+        const float one = 1.0f, zero = 0.0f;
+        cublasStatus_t s =
+            cublasSgemm(be->cb, CUBLAS_OP_T, CUBLAS_OP_N, rows, m, L->k, &one,
+                        L->w + (int64_t)r0 * L->k, L->k, xf, L->k, &zero, y + r0, (int)ldy);
+        return s == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+    }
+    int i = bits == 8;
+    k_w6 w = {.packed = L->packed + (int64_t)r0 * L->row_bytes,
+              .sw = L->sw + (int64_t)r0 * (L->k / L->g),
+              .row_bytes = (long)L->row_bytes,
+              .n = rows,
+              .k = L->k,
+              .g = L->g};
+    return k_gemm_w6(be->qx[i], be->sx[i], m, &w, y + r0, ldy, be->ws, be->ws_bytes, be->st);
+}
+
+/* All linears of a group; one GEMM when their bits agree (or the mode is fp32). */
+static int gemm_group(rt_backend *be, const cu_lin *L, const float *xf, int32_t m, float *y)
+{
+    bool same = true;
+    for (int32_t i = 1; i < L->n_part; i++)
+        same = same && L->bits[i] == L->bits[0];
+    if (same || !be->int_mode)
+        return gemm_rows(be, L, 0, L->n, L->bits[0], xf, m, y, L->n);
+    int32_t r0 = 0;
+    for (int32_t i = 0; i < L->n_part; i++) {
+        if (gemm_rows(be, L, r0, L->rows[i], L->bits[i], xf, m, y, L->n))
+            return -1;
+        r0 += L->rows[i];
+    }
+    return 0;
+}
+
+/* Codes of every bit width a group needs, from hf (filled by the producer with first_bits' codes
+ * already written into qx[first_bits == 8]). */
+static int quantize_rest(rt_backend *be, const cu_lin *L, int first_bits, int32_t m)
+{
+    for (int32_t i = 0; i < L->n_part; i++)
+        if (L->bits[i] != first_bits)
+            return k_quant(be->hf, m, L->k, L->bits[i], L->g, be->qx[L->bits[i] == 8],
+                           be->sx[L->bits[i] == 8], be->st);
+    return 0;
+}
+
+static bool mixed_bits(const cu_lin *L)
+{
+    for (int32_t i = 1; i < L->n_part; i++)
+        if (L->bits[i] != L->bits[0])
+            return true;
+    return false;
+}
+
+/* x += add; RMSNorm; the input of group L (codes, or fp32 in hf). */
+static int norm_into(rt_backend *be, const float *add, const float *w, const cu_lin *L, int32_t m)
+{
+    const fq_config *c = &be->m->cfg;
+    if (!be->int_mode)
+        return k_add_rmsnorm_quant(be->x, add, w, m, c->n_embd, c->norm_eps, be->hf, NULL, NULL, 8,
+                                   32, be->st);
+    int b = L->bits[0];
+    float *hf = mixed_bits(L) ? be->hf : NULL;
+    if (k_add_rmsnorm_quant(be->x, add, w, m, c->n_embd, c->norm_eps, hf, be->qx[b == 8],
+                            be->sx[b == 8], b, L->g, be->st))
+        return -1;
+    return quantize_rest(be, L, b, m);
+}
+
+static int attention(rt_backend *be, int32_t l, const step_meta *sm)
+{
+    const fq_config *c = &be->m->cfg;
+    const cu_layer *d = &be->layers[l];
+    long ld = (long)(be->qd + 2 * be->kv_dim);
+    int32_t m = sm->n_tok;
+    uint16_t *kc = be->k_cache + (int64_t)l * be->n_slots * be->kv_dim;
+    uint16_t *vc = be->v_cache + (int64_t)l * be->n_slots * be->kv_dim;
+    if (k_rope_kv_store(be->qkv, ld, m, sm->pos, sm->slot, c->n_head, c->n_head_kv, c->head_dim,
+                        c->rope_theta, c->rope_style == FQ_ROPE_INTERLEAVED, kc, vc, be->st))
+        return -1;
+    k_attn_batch ab = {.n_tokens = m,
+                       .n_seqs = sm->n_seqs,
+                       .tok_seq = sm->seq,
+                       .tok_pos = sm->pos,
+                       .seq_tok0 = sm->seq_tok0,
+                       .block_tables = sm->tables,
+                       .max_blocks = sm->max_blocks,
+                       .max_new = sm->max_new,
+                       .block_size = be->p.kv.block_size};
+    k_attn_shape sh = {.n_head = c->n_head,
+                       .n_kv = c->n_head_kv,
+                       .hd = c->head_dim,
+                       .scale = 1.0f / sqrtf((float)c->head_dim)};
+    int b = d->o.bits[0];
+    bool fused = be->int_mode && c->head_dim % d->o.g == 0;
+    if (k_attention(be->qkv, ld, kc, vc, &ab, &sh, fused ? NULL : be->att,
+                    fused ? be->qx[b == 8] : NULL, fused ? be->sx[b == 8] : NULL, b, d->o.g,
+                    be->st))
+        return -1;
+    if (be->int_mode && !fused &&
+        k_quant(be->att, m, (int)be->qd, b, d->o.g, be->qx[b == 8], be->sx[b == 8], be->st))
+        return -1;
+    return gemm_group(be, &d->o, be->att, m, be->tmp);
+}
+
+static int mlp(rt_backend *be, int32_t l, int32_t m)
+{
+    const fq_config *c = &be->m->cfg;
+    const cu_layer *d = &be->layers[l];
+    if (norm_into(be, be->tmp, d->ffn_norm, &d->gu, m) || gemm_group(be, &d->gu, be->hf, m, be->gu))
+        return -1;
+    int b = d->down.bits[0];
+    if (k_silu_mul_quant(be->gu, 2L * c->n_ff, m, c->n_ff, be->int_mode ? NULL : be->hf,
+                         be->int_mode ? be->qx[b == 8] : NULL, be->int_mode ? be->sx[b == 8] : NULL,
+                         b, be->int_mode ? d->down.g : 32, be->st))
+        return -1;
+    return gemm_group(be, &d->down, be->hf, m, be->tmp);
+}
+
+static int layers_forward(rt_backend *be, const step_meta *sm)
+{
+    const rt_model *md = be->m;
+    int32_t m = sm->n_tok;
+    if (k_embed(be->tok_embd, sm->ids, m, md->cfg.n_embd, be->x, be->st))
+        return -1;
+    for (int32_t l = 0; l < md->cfg.n_layer; l++) {
+        const cu_layer *d = &be->layers[l];
+        if (norm_into(be, l == 0 ? NULL : be->tmp, d->attn_norm, &d->qkv, m) ||
+            gemm_group(be, &d->qkv, be->hf, m, be->qkv) || attention(be, l, sm) || mlp(be, l, m))
+            return -1;
+    }
+    return 0;
+}
+
+/* The last residual add, the final norm of the wanted rows (fp16) and lm_head. */
+static int output_logits(rt_backend *be, const step_meta *sm)
+{
+    const fq_config *c = &be->m->cfg;
+    if (k_final_norm_f16(be->x, be->tmp, sm->rows, sm->n_rows, c->n_embd, be->out_norm, c->norm_eps,
+                         be->xn16, be->st))
+        return -1;
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s =
+        cublasGemmEx(be->cb, CUBLAS_OP_T, CUBLAS_OP_N, c->n_vocab, sm->n_rows, c->n_embd, &one,
+                     be->lm_head, CUDA_R_16F, c->n_embd, be->xn16, CUDA_R_16F, c->n_embd, &zero,
+                     be->logits, CUDA_R_32F, c->n_vocab, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+}
+
+static int cuda_forward(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len)
+{
+    rt_batch_limits lim = {.max_tokens = be->p.max_batch_tokens,
+                           .n_vocab = be->m->cfg.n_vocab,
+                           .block_size = be->p.kv.block_size,
+                           .n_blocks = be->p.kv.n_blocks};
+    rt_batch_plan plan = {.pos = be->pos, .seq_of = be->seq_of, .slot = be->slot};
+    int rc = rt_batch_check_plan(b, &lim, &plan, err, err_len);
+    step_meta sm = {0};
+    if (rc == 0)
+        rc = upload_meta(be, b, &sm, err, err_len);
+    if (rc)
+        return rc;
+    if (layers_forward(be, &sm) || output_logits(be, &sm)) {
+        cudaError_t e = cudaStreamSynchronize(be->st);
+        return fq_err(err, err_len, FQ_EIO, "cuda backend: a kernel or cuBLAS call failed (%s)",
+                      cudaGetErrorString(e == cudaSuccess ? cudaGetLastError() : e));
+    }
+    size_t bytes = (size_t)sm.n_rows * (size_t)be->m->cfg.n_vocab * sizeof(float);
+    cudaError_t e = cudaMemcpyAsync(logits, be->logits, bytes, cudaMemcpyDeviceToHost, be->st);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(be->st);
+    return e == cudaSuccess ? 0 : cuda_fail(err, err_len, e, "the step");
+}
+
+const rt_ops rt_backend_cuda_ops = {
+    .name = "cuda", .create = cuda_create, .destroy = cuda_destroy, .forward = cuda_forward};

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# device_run.sh — one GPU session on the device machine, in phases (one `run` call each, issued
+# back to back while the machine is warm), from the payload scripts/gpu-pack.sh makes:
+#   part 1   carry .devcarry/m1 — keeps the model's first half in .devcache/
+#   check    carry .devcarry/m2 and .devcarry/pack — assembles the model (sha256 checked),
+#            unpacks the binaries, runs every GPU test, writes $OUT/summary.txt and
+#            $OUT/logs.tar.gz
+#   memcheck compute-sanitizer memcheck over the backend test (every kernel kind on the model)
+#   bench    the GEMM benchmark: $OUT/gemm-<gpu>-<date>.json
+#   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
+#            INT6 file quantized there: $OUT/ppl-cuda.json
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+root=$PWD
+cache=$root/.devcache
+out=${OUT:-$root/out}
+mkdir -p "$cache" "$out/logs"
+export LD_LIBRARY_PATH=$cache/pack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+export FLEXQ_MODEL=$cache/model.gguf
+bin=$cache/pack/bin
+sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+
+phase_part() {
+    cp ".devcarry/m$1/part" "$cache/part$1" && ls -la "$cache"
+}
+
+phase_check() {
+    cat "$cache/part1" .devcarry/m2/part > "$FLEXQ_MODEL"
+    want=$(cat .devcarry/pack/model.sha256)
+    got=$(sha256sum "$FLEXQ_MODEL" | cut -d' ' -f1)
+    [ "$want" = "$got" ] || { echo "model sha256 $got, want $want" | tee "$out/summary.txt"; exit 1; }
+    rm -rf "$cache/pack" && mkdir -p "$cache/pack" && tar -C "$cache/pack" -xJf .devcarry/pack/pack.tar.xz
+    nvidia-smi > "$out/logs/nvidia-smi.txt" 2>&1
+    : > "$out/summary.txt"
+    local fails=0
+    for t in test_gpu_device test_gemm_w6_decode test_gemm_w6_mma test_gemm_w6_prefill \
+        test_gemm_w6_wgmma test_btc test_k_ops test_k_attn test_cuda_backend; do
+        [ -x "$bin/$t" ] || { echo "MISSING $t" >> "$out/summary.txt"; continue; }
+        local t0=$SECONDS
+        timeout 150 "$bin/$t" > "$out/logs/$t.log" 2>&1
+        local rc=$?
+        echo "$t rc=$rc $((SECONDS - t0))s" >> "$out/summary.txt"
+        grep -E 'FAIL|ok  mode|mismatch' "$out/logs/$t.log" | head -20 >> "$out/summary.txt"
+        [ $rc -eq 0 ] || fails=$((fails + 1))
+    done
+    tar -C "$out" -czf "$out/logs.tar.gz" logs && rm -rf "$out/logs"
+    cat "$out/summary.txt"
+    return $fails
+}
+
+phase_memcheck() {
+    [ -n "$sanitizer" ] || { echo "compute-sanitizer not found"; return 1; }
+    local t0=$SECONDS
+    timeout 540 "$sanitizer" --tool memcheck --error-exitcode 9 "$bin/test_cuda_backend" \
+        > "$out/memcheck_cuda_backend.log" 2>&1
+    echo "memcheck test_cuda_backend rc=$? $((SECONDS - t0))s"
+    tail -5 "$out/memcheck_cuda_backend.log"
+}
+
+phase_bench() {
+    local gpu
+    gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z' 'a-z' |
+        grep -oE 'h100|h200|a100|l40s|[a-z][0-9]+' | head -1)
+    "$bin/bench_gemm" --out "$out/gemm-${gpu:-gpu}-$(date -u +%F).json" \
+        --commit "${FLEXQ_COMMIT:-unknown}" \
+        --driver "$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)" \
+        "$@" 2>&1 | tee "$out/bench.log" | tail -80
+}
+
+phase_ppl() {
+    local windows=${1:-0} text=$cache/pack/data/wikitext-2-raw-test.txt
+    local flex=$cache/flex.fq6.safetensors
+    [ -f "$flex" ] || "$bin/flexq-quant" --in "$FLEXQ_MODEL" --out "$flex" \
+        --calib "$cache/pack/data/calib-literature.txt" --report "$out/quant-report.json" \
+        > "$out/quant.log" 2>&1 || { tail -5 "$out/quant.log"; return 1; }
+    : > "$out/ppl-cuda.json"
+    for mode in fp w6a16 w6a8 w6a6 flex; do
+        local src=$flex
+        [ "$mode" = fp ] && src=$FLEXQ_MODEL
+        "$bin/flexq-ppl" --model "$src" --text "$text" --ctx 2048 --max-windows "$windows" \
+            --mode "$mode" --backend cuda >> "$out/ppl-cuda.json" 2>> "$out/ppl.log" ||
+            echo "{\"mode\": \"$mode\", \"error\": true}" >> "$out/ppl-cuda.json"
+    done
+    cat "$out/ppl-cuda.json"
+}
+
+case "${1:-}" in
+part) phase_part "$2" ;;
+check) phase_check ;;
+memcheck) phase_memcheck ;;
+bench) shift; phase_bench "$@" ;;
+ppl) phase_ppl "${2:-0}" ;;
+*) echo "usage: device_run.sh part 1 | check | memcheck | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
+esac

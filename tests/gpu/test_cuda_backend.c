@@ -1,0 +1,159 @@
+/* test_cuda_backend.c — the CUDA backend against the CPU backend on the real default model, in
+ * every mode: the last-token logits of 3 prompts agree (max |diff| / max |logit| <= 1e-2), and the
+ * 32-token greedy continuations of the 3 prompts, decoded together in one batch, are identical.
+ * The third prompt is over 64 tokens, so the prefill GEMMs and the prefill attention run too.
+ * Prints the per-mode figures. Skips (77) without a GPU or without the model ($FLEXQ_MODEL). */
+#include "fq_base.h"
+#include "fq_weight.h"
+#include "k.h"
+#include "rt_model.h"
+#include "rt_runner.h"
+#include "rt_tokenizer.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define N_PROMPTS 3
+#define N_GEN     32
+
+static const char *const prompts[N_PROMPTS] = {
+    "The capital of France is",
+    "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n",
+    /* over 64 tokens: the prefill GEMMs run too */
+    "Robert Boulter is an English film , television and theatre actor . He had a guest @-@ "
+    "starring role on the television series The Bill in 2000 . This was followed by a starring "
+    "role in the play Herons written by Simon Stephens , which was performed in 2001 at the Royal "
+    "Court Theatre . He had a guest role in the television series Judge John Deed in 2002 . In "
+    "2004 Boulter landed a role as \" Craig \" in the episode \" Teddy 's Story \" of the "
+    "television series The Long Firm ; he starred alongside actors Mark Strong and"};
+
+typedef struct prompt_set {
+    int32_t *ids[N_PROMPTS];
+    int32_t n[N_PROMPTS];
+} prompt_set;
+
+typedef struct mode_result {
+    float *logits;   /* [N_PROMPTS, n_vocab] */
+    int32_t *greedy; /* [N_PROMPTS, N_GEN] */
+} mode_result;
+
+static int run_backend(const rt_model *m, const char *backend, const rt_backend_params *bp,
+                       const prompt_set *ps, mode_result *res, char *err, size_t err_len)
+{
+    rt_runner *r = NULL;
+    int rc = rt_runner_create(m, backend, bp, &r, err, err_len);
+    for (int i = 0; rc == 0 && i < N_PROMPTS; i++)
+        rc = rt_runner_last_logits(r, ps->ids[i], ps->n[i],
+                                   res->logits + (size_t)i * m->cfg.n_vocab, err, err_len);
+    rt_greedy_params gp = rt_greedy_default_params();
+    gp.max_new_tokens = N_GEN;
+    gp.stop_at_eos = false;
+    int32_t n_out[N_PROMPTS];
+    if (rc == 0)
+        rc = rt_runner_greedy(r, (const int32_t *const *)ps->ids, ps->n, N_PROMPTS, &gp,
+                              res->greedy, n_out, NULL, err, err_len);
+    rt_runner_destroy(r);
+    return rc;
+}
+
+/* max |a - b| / max |b| over the prompts' logits. */
+static double rel_diff(const float *a, const float *b, size_t n)
+{
+    double md = 0.0, mb = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        md = d > md ? d : md;
+        mb = fabs((double)b[i]) > mb ? fabs((double)b[i]) : mb;
+    }
+    return mb > 0.0 ? md / mb : md;
+}
+
+static int check_mode(const rt_model *m, rt_mode mode, const int32_t *abits, const prompt_set *ps)
+{
+    char err[512] = "";
+    size_t nv = (size_t)m->cfg.n_vocab;
+    mode_result cpu = {calloc(N_PROMPTS * nv, sizeof(float)), calloc(N_PROMPTS * N_GEN, 4)};
+    mode_result gpu = {calloc(N_PROMPTS * nv, sizeof(float)), calloc(N_PROMPTS * N_GEN, 4)};
+    int fails = 1;
+    if (!cpu.logits || !cpu.greedy || !gpu.logits || !gpu.greedy) {
+        fprintf(stderr, "out of memory\n");
+        goto out;
+    }
+    rt_backend_params bp = rt_backend_default_params();
+    bp.mode = mode;
+    bp.abits = mode == RT_MODE_FLEX ? abits : NULL;
+    if (run_backend(m, "cpu", &bp, ps, &cpu, err, sizeof err) ||
+        run_backend(m, "cuda", &bp, ps, &gpu, err, sizeof err)) {
+        printf("FAIL mode %s: %s\n", rt_mode_name(mode), err);
+        goto out;
+    }
+    double rd = rel_diff(gpu.logits, cpu.logits, N_PROMPTS * nv);
+    int same = 0, first_diff = -1;
+    for (int i = 0; i < N_PROMPTS * N_GEN; i++) {
+        same += cpu.greedy[i] == gpu.greedy[i];
+        if (first_diff < 0 && cpu.greedy[i] != gpu.greedy[i])
+            first_diff = i;
+    }
+    fails = (rd <= 1e-2 ? 0 : 1) + (same == N_PROMPTS * N_GEN ? 0 : 1);
+    printf("%s mode %-5s logits max|diff|/max|logit| %.3e (<= 1e-2), greedy %d/%d tokens equal",
+           fails ? "FAIL" : "ok  ", rt_mode_name(mode), rd, same, N_PROMPTS * N_GEN);
+    if (first_diff >= 0)
+        printf(" (first difference: prompt %d token %d: cpu %d gpu %d)", first_diff / N_GEN,
+               first_diff % N_GEN, cpu.greedy[first_diff], gpu.greedy[first_diff]);
+    printf("\n");
+out:
+    free(cpu.logits);
+    free(cpu.greedy);
+    free(gpu.logits);
+    free(gpu.greedy);
+    return fails;
+}
+
+static int encode_prompts(const rt_model *m, prompt_set *ps)
+{
+    char err[256];
+    for (int i = 0; i < N_PROMPTS; i++) {
+        size_t n = 0;
+        if (rt_tokenizer_encode(m->tok, prompts[i], strlen(prompts[i]), NULL, &ps->ids[i], &n, err,
+                                sizeof err)) {
+            fprintf(stderr, "encode: %s\n", err);
+            return -1;
+        }
+        ps->n[i] = (int32_t)n;
+    }
+    return 0;
+}
+
+int main(void)
+{
+    const char *path = getenv("FLEXQ_MODEL");
+    if (k_device_count() == 0 || !path || access(path, R_OK) != 0) {
+        printf("no CUDA device or no model ($FLEXQ_MODEL): skipping\n");
+        return 77;
+    }
+    char err[512] = "";
+    rt_model *m = NULL;
+    prompt_set ps = {0};
+    int fails = 0;
+    if (rt_model_load(path, &m, err, sizeof err) ||
+        rt_model_prepare_mode(m, RT_MODE_W6A8, err, sizeof err) || encode_prompts(m, &ps)) {
+        fprintf(stderr, "FAIL: %s\n", err);
+        rt_model_destroy(m);
+        return 1;
+    }
+    /* flex: 8-bit activations for ffn_down (what the sensitivity analysis picks on this model),
+     * 6 bits elsewhere. */
+    int32_t *abits = calloc((size_t)m->cfg.n_layer * FQ_LIN_COUNT, sizeof *abits);
+    for (int32_t i = 0; abits && i < m->cfg.n_layer * FQ_LIN_COUNT; i++)
+        abits[i] = i % FQ_LIN_COUNT == FQ_LIN_DOWN ? 8 : 6;
+    for (int mode = RT_MODE_FP; abits && mode <= RT_MODE_FLEX; mode++)
+        fails += check_mode(m, (rt_mode)mode, abits, &ps);
+    free(abits);
+    for (int i = 0; i < N_PROMPTS; i++)
+        free(ps.ids[i]);
+    rt_model_destroy(m);
+    return fails ? 1 : 0;
+}
