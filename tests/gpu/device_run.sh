@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
 # device_run.sh — one GPU session on the device machine, in phases (one `run` call each, issued
 # back to back while the machine is warm), from the payload scripts/gpu-pack.sh makes:
-#   part 1   carry .devcarry/m1 — keeps the model's first half in .devcache/
+#   part 1   carry .devcarry/m1 — keeps the model's first half in /var/tmp/flexq-devcache
 #   check    carry .devcarry/m2 and .devcarry/pack — assembles the model (sha256 checked),
 #            unpacks the binaries, runs every GPU test, writes $OUT/summary.txt and
 #            $OUT/logs.tar.gz
 #   memcheck compute-sanitizer memcheck over the backend test (every kernel kind on the model)
 #   bench    the GEMM benchmark: $OUT/gemm-<gpu>-<date>.json
 #   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
-#            INT6 file quantized there: $OUT/ppl-cuda.json
+#            INT6 file quantized there: $OUT/ppl-cuda-wW.json (one JSON object per line)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 root=$PWD
-cache=$root/.devcache
+cache=${FLEXQ_DEVCACHE:-/var/tmp/flexq-devcache} # outside the tree: the tree is re-synced per call
 out=${OUT:-$root/out}
 mkdir -p "$cache" "$out/logs"
 export LD_LIBRARY_PATH=$cache/pack/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
 export FLEXQ_MODEL=$cache/model.gguf
+export FLEXQ_WIKITEXT=$cache/pack/data/wikitext-2-raw-test.txt
 bin=$cache/pack/bin
 sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
 
@@ -73,15 +74,15 @@ phase_ppl() {
     [ -f "$flex" ] || "$bin/flexq-quant" --in "$FLEXQ_MODEL" --out "$flex" \
         --calib "$cache/pack/data/calib-literature.txt" --report "$out/quant-report.json" \
         > "$out/quant.log" 2>&1 || { tail -5 "$out/quant.log"; return 1; }
-    : > "$out/ppl-cuda.json"
+    : > "$out/ppl-cuda-w$windows.json"
     for mode in fp w6a16 w6a8 w6a6 flex; do
         local src=$flex
         [ "$mode" = fp ] && src=$FLEXQ_MODEL
         "$bin/flexq-ppl" --model "$src" --text "$text" --ctx 2048 --max-windows "$windows" \
-            --mode "$mode" --backend cuda >> "$out/ppl-cuda.json" 2>> "$out/ppl.log" ||
-            echo "{\"mode\": \"$mode\", \"error\": true}" >> "$out/ppl-cuda.json"
+            --mode "$mode" --backend cuda >> "$out/ppl-cuda-w$windows.json" 2>> "$out/ppl.log" ||
+            echo "{\"mode\": \"$mode\", \"error\": true}" >> "$out/ppl-cuda-w$windows.json"
     done
-    cat "$out/ppl-cuda.json"
+    cat "$out/ppl-cuda-w$windows.json"
 }
 
 case "${1:-}" in
