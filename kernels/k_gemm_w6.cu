@@ -1,5 +1,6 @@
-/* k_gemm_w6.cu — the INT6 GEMM the runtime calls (k_gemm.h): the decode kernel for small m, a
- * prefill kernel for large m (wgmma where the device and build have it, else mma.sync).
+/* k_gemm_w6.cu — the INT6 GEMM the runtime calls (k_gemm.h): the register-streaming decode kernel
+ * (k_gemm_w6_gemv) for small m, a prefill kernel for large m (wgmma where the device and build have
+ * it, else mma.sync).
  *
  * The crossover is where the prefill kernels' tiles start to pay; K_GEMM_PREFILL_MIN_M is set from
  * the benchmark (tests/bench/results/gemm-*.json).
@@ -15,7 +16,7 @@ extern "C" size_t k_gemm_w6_ws_bytes(const k_w6 *w, int max_m)
     size_t most = 0;
     const int top = max_m < K_GEMM_PREFILL_MIN_M ? max_m : K_GEMM_PREFILL_MIN_M - 1;
     for (int m = 1; m <= top && m <= K_GEMM_DECODE_MAX_M; m++) {
-        const size_t b = k_gemm_w6_decode_ws_bytes(w, m);
+        const size_t b = k_gemm_w6_gemv_ws_bytes(w, m);
         most = b > most ? b : most;
     }
     return most;
@@ -25,7 +26,7 @@ extern "C" int k_gemm_w6(const int8_t *qx, const float *sx, int m, const k_w6 *w
                          long ldy, void *ws, size_t ws_bytes, cudaStream_t stream)
 {
     if (m >= 1 && m < K_GEMM_PREFILL_MIN_M && m <= K_GEMM_DECODE_MAX_M)
-        return k_gemm_w6_mma_decode(qx, sx, m, w, y, ldy, ws, ws_bytes, stream);
+        return k_gemm_w6_gemv(qx, sx, m, w, y, ldy, ws, ws_bytes, stream);
     if (k_gemm_w6_wgmma(qx, sx, m, w, y, ldy, stream) == 0)
         return 0;
     return k_gemm_w6_mma_prefill(qx, sx, m, w, y, ldy, stream);

@@ -1,0 +1,451 @@
+/* k_gemm_w6_gemv.cu — decode GEMM (m <= 64), second design: packed INT6 weights streamed from
+ * global memory straight into registers (no shared-memory staging, no clusters), times int8
+ * activation codes with mma.sync m16n8k32 s8, the weights as the 16-row A operand.
+ *
+ * Design (decode is memory-bound; the aim is many wide loads in flight on every SM):
+ * - A block of S warps owns one 16-row tile of outputs; warp s streams the s-th K-range (whole
+ *   groups) of those 16 rows. The S fp32 partials meet in shared memory and are summed in the fixed
+ *   order s = 0..S-1 (deterministic, no workspace, no atomics).
+ * - Units: U = 2 chunks (128 codes) when g >= 128, else U = 1 chunk (64 codes). Lane (q, t) holds
+ *   rows q and q + 8 of the tile; with h = t & 1 and r = t >> 1 it loads per unit and row
+ *     U = 2: chunk 2u + r, low-plane bytes 16h..16h+15 and high-plane bytes 0..15 (two 16-byte
+ *            loads),
+ *     U = 1: chunk u, low-plane bytes 16h+8r..16h+8r+7 and high-plane bytes 8r..8r+7 (8 bytes
+ * each). Low-plane byte b holds the low nibbles of codes b and b + 32, whose top bits sit in field
+ *   (b >> 4) and (b >> 4) + 2 of high-plane byte b & 15, which the same lane loaded. So a lane's
+ *   low word j with its high word j gives 4 codes (low nibbles, field h) and 4 codes (high nibbles,
+ *   field h + 2): the A registers of the "lo" and "hi" k-steps.
+ * - The k order inside a unit is permuted identically for all rows and for the activations: in
+ *   k-step (p, x) (p < U, x = lo/hi) lane t supplies at fragment positions 4t..4t+3 and
+ *   16+4t..16+4t+3 the 8 consecutive codes starting at
+ *     64 * chunk + 16h + 8 * (U == 2 ? p : r) + 32x   (chunk = 2u + r for U = 2, u for U = 1),
+ *   and its B fragment is the 8 activation bytes at the same codes (one 8-byte load per token).
+ *   For U = 2 a k-step mixes codes of the unit's two chunks: both lie in one group (g >= 128).
+ *   For U = 1 the lo k-step is codes 0..31 of the chunk and the hi k-step codes 32..63, so g = 32
+ *   works (two groups per chunk) and the padding half of K's last chunk (k % 64 == 32) is skipped.
+ * - Unpacking at scale 4 as in k_gemm_w6_mma.cu: the byte (lo4 << 2) | ((hi2 ^ 2) << 6) is the int8
+ *   4 * q; the fold uses sw / 4 (exact). int32 accumulators per group; at each group's end one fp32
+ *   fold without FMA, groups ascending: y = y + (sx * sw) * d.
+ * - A register ring of D units per warp: unit i + D - 1 is requested (ld.global.nc, no L1
+ *   allocation, with the weight scales of its groups) before unit i is computed; all ring indices
+ *   are compile-time constants.
+ * - The host picks S (1..16, or 1..8 for m > 32) to fill the GPU with whole waves of blocks.
+ */
+#include "k_gemm.h"
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+#include <string.h>
+
+#define GV_RS 20 /* floats per token row of a partial in shared memory (conflict-free) */
+
+/* Most warps per block (= most splits) for ceil(m / 8) = mt token tiles; __launch_bounds__ then
+ * allows 128 registers per thread (mt <= 4) or 255, and the plan assumes that many resident warps
+ * per SM. */
+__host__ __device__ constexpr int gv_smax(int mt)
+{
+    return mt <= 4 ? 16 : 8;
+}
+
+/* Units in the register ring: fewer when the accumulators take many registers. */
+__host__ __device__ constexpr int gv_depth(int mt, int u)
+{
+    return u == 2 ? (mt == 1 ? 4 : mt == 2 ? 3 : 2) : (mt == 1 ? 6 : mt <= 3 ? 4 : mt == 4 ? 2 : 3);
+}
+
+/* Everything a block needs (by value, in the parameter space). */
+struct gv_params {
+    const int8_t *qx;      /* [m, k] */
+    const float *sx;       /* [m, ng] */
+    const uint8_t *packed; /* [n, row_bytes] */
+    const uint16_t *sw;    /* [n, ng] fp16 bits */
+    float *y;              /* [m, ldy] */
+    long row_bytes, ldy;
+    int m, n, k, g, g_shift, ng;
+    int splits;  /* S: warps per block, one K-range each */
+    int gu;      /* units per K-range granule: max(1, g / (64 U)) */
+    int n_gu;    /* granules in K: ceil(n_units / gu) */
+    int n_units; /* ceil(k / (64 U)) */
+};
+
+/* One unit of one lane in the ring: low- and high-plane words of rows q (a = 0) and q + 8 (a = 1),
+ * and the fp16 weight scales of rows q, q + 8 for the unit's group(s) (U = 1: the groups of its
+ * codes 0 and 32). */
+template <int U> struct gv_slot {
+    unsigned lo[2][2 * U];
+    unsigned hi[2][2 * U];
+    unsigned short sw[2][2];
+};
+
+/* ---- PTX wrappers ---- */
+
+__device__ __forceinline__ void gv_ld16(unsigned (&v)[4], const void *p)
+{
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                 : "l"(p));
+}
+
+__device__ __forceinline__ void gv_ld8(unsigned (&v)[2], const void *p)
+{
+    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];\n"
+                 : "=r"(v[0]), "=r"(v[1])
+                 : "l"(p));
+}
+
+__device__ __forceinline__ unsigned short gv_ldh(const uint16_t *p)
+{
+    unsigned short v;
+    asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=h"(v) : "l"(p));
+    return v;
+}
+
+/* c += A (16x32, rows) * B (32x8, columns), int8 in, int32 accumulate. */
+__device__ __forceinline__ void gv_mma(int (&c)[4], unsigned a0, unsigned a1, unsigned a2,
+                                       unsigned a3, unsigned b0, unsigned b1)
+{
+    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* Four codes as the int8 values 4 * q: lo has the four low nibbles at bits 2..5 of its bytes, hi
+ * the two top bits at bits 6..7 (other bits of either are ignored); (u - 32) * 4 = (lo4 << 2) +
+ * ((hi2 - 2) << 6), and hi2 - 2 as two bits is hi2 ^ 2. */
+__device__ __forceinline__ unsigned gv_q4(unsigned lo, unsigned hi)
+{
+    return ((lo & 0x3C3C3C3Cu) | (hi & 0xC0C0C0C0u)) ^ 0x80808080u;
+}
+
+/* ---- the ring ---- */
+
+/* Requests unit u (absolute) into sl: rows past n read nothing and stay zero. wrow[a]: the lane's
+ * first low-plane byte of unit 0 in row a (NULL past n); srow[a]: row a's scales (NULL past n). */
+template <int U>
+__device__ __forceinline__ void gv_load(const gv_params &p, int u, const uint8_t *const (&wrow)[2],
+                                        const uint16_t *const (&srow)[2], int hoff, gv_slot<U> &sl)
+{
+    const int kc = u * 64 * U;
+    const int g0 = kc >> p.g_shift;
+    const int g1 = U == 1 ? min((kc + 32) >> p.g_shift, p.ng - 1) : g0;
+#pragma unroll
+    for (int a = 0; a < 2; a++) {
+        if (wrow[a] != nullptr) {
+            const uint8_t *b = wrow[a] + (long)u * (48 * U);
+            if (U == 2) {
+                unsigned v[4];
+                gv_ld16(v, b);
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    sl.lo[a][j] = v[j];
+                gv_ld16(v, b + hoff);
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    sl.hi[a][j] = v[j];
+            } else {
+                unsigned v[2];
+                gv_ld8(v, b);
+                sl.lo[a][0] = v[0];
+                sl.lo[a][1] = v[1];
+                gv_ld8(v, b + hoff);
+                sl.hi[a][0] = v[0];
+                sl.hi[a][1] = v[1];
+            }
+            sl.sw[a][0] = gv_ldh(srow[a] + g0);
+            sl.sw[a][1] = U == 1 ? gv_ldh(srow[a] + g1) : sl.sw[a][0];
+        } else {
+#pragma unroll
+            for (int j = 0; j < 2 * U; j++)
+                sl.lo[a][j] = sl.hi[a][j] = 0u;
+            sl.sw[a][0] = sl.sw[a][1] = 0;
+        }
+    }
+}
+
+/* One lane's accumulators for MT n8 tiles: element e of [j] is row q + 8 * (e >> 1), token
+ * 8j + 2t + (e & 1). */
+template <int MT> struct gv_acc {
+    int d[MT][4];   /* 4 x the current group's sums */
+    float y[MT][4]; /* fp32 sum of the groups done */
+};
+
+/* y += (sx * sw) * d for group gi, without FMA; clears d. The int32 is 4d (|4d| <= 2^23, exact as a
+ * float) and the weight scale is divided by 4 (exact), so this rounds as (sx * sw) * d does. */
+template <int MT>
+__device__ __forceinline__ void gv_fold(const gv_params &p, gv_acc<MT> &s,
+                                        const unsigned short (&swr)[2][2], int e_sw, int gi, int t)
+{
+    float swv[2];
+#pragma unroll
+    for (int a = 0; a < 2; a++)
+        swv[a] = 0.25f * __half2float(__ushort_as_half(swr[a][e_sw]));
+#pragma unroll
+    for (int j = 0; j < MT; j++) {
+        float sxv[2];
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int tok = 8 * j + 2 * t + e;
+            sxv[e] = tok < p.m ? __ldg(p.sx + (long)tok * p.ng + gi) : 0.0f;
+        }
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const float f = __int2float_rn(s.d[j][e]);
+            const float sc = __fmul_rn(sxv[e & 1], swv[e >> 1]);
+            s.y[j][e] = __fadd_rn(s.y[j][e], __fmul_rn(sc, f));
+            s.d[j][e] = 0;
+        }
+    }
+}
+
+/* The MMAs of k-steps (p, x) for p < U of unit u from sl. xoff: the lane's activation offset
+ * within a unit for p = 0, x = lo; xrow[j]: its token's activation row of n8 tile j (NULL past m).
+ */
+template <int MT, int U>
+__device__ __forceinline__ void gv_ksteps(const gv_slot<U> &sl, int x, int shl, int u, int xoff,
+                                          const int8_t *const (&xrow)[MT], gv_acc<MT> &s)
+{
+#pragma unroll
+    for (int pp = 0; pp < U; pp++) {
+        unsigned A[2][2]; /* [row a][word 2pp + w] */
+#pragma unroll
+        for (int a = 0; a < 2; a++) {
+#pragma unroll
+            for (int w = 0; w < 2; w++) {
+                const unsigned lo = sl.lo[a][2 * pp + w], hi = sl.hi[a][2 * pp + w];
+                A[a][w] = x == 0 ? gv_q4(lo << 2, hi << shl) : gv_q4(lo >> 2, hi << (shl - 4));
+            }
+        }
+        const long code = (long)u * 64 * U + xoff + 8 * pp + 32 * x;
+#pragma unroll
+        for (int j = 0; j < MT; j++) {
+            uint2 b = make_uint2(0u, 0u);
+            if (xrow[j] != nullptr)
+                b = __ldg(reinterpret_cast<const uint2 *>(xrow[j] + code));
+            gv_mma(s.d[j], A[0][0], A[1][0], A[0][1], A[1][1], b.x, b.y);
+        }
+    }
+}
+
+/* Computes unit u (absolute) from sl, folding at the ends of groups. */
+template <int MT, int U>
+__device__ __forceinline__ void gv_compute(const gv_params &p, const gv_slot<U> &sl, int u, int shl,
+                                           int xoff, const int8_t *const (&xrow)[MT], int t,
+                                           gv_acc<MT> &s)
+{
+    const int kc = u * 64 * U;
+    gv_ksteps<MT, U>(sl, 0, shl, u, xoff, xrow, s);
+    if (U == 1 && p.g == 32)
+        gv_fold<MT>(p, s, sl.sw, 0, kc >> 5, t);
+    if (U == 2 || kc + 32 < p.k) { /* (U = 1: not the padding half of K's last chunk) */
+        gv_ksteps<MT, U>(sl, 1, shl, u, xoff, xrow, s);
+        if (U == 1)
+            gv_fold<MT>(p, s, sl.sw, 1, (kc + 32) >> p.g_shift, t);
+    }
+    if (U == 2 && (u + 1) % p.gu == 0)
+        gv_fold<MT>(p, s, sl.sw, 0, kc >> p.g_shift, t);
+}
+
+template <int MT, int U>
+__global__ void __launch_bounds__(32 * gv_smax(MT), 1) k_gemm_w6_gemv_kernel(const gv_params p)
+{
+    constexpr int D = gv_depth(MT, U);
+    extern __shared__ float gv_red[]; /* [S][8 * MT][GV_RS]: the warps' partials */
+    const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int q = lane >> 2, t = lane & 3, h = t & 1, r = t >> 1;
+    const int n0 = (int)blockIdx.x * 16;
+    const int S = p.splits;
+    const int ub = (int)((long)warp * p.n_gu / S) * p.gu;
+    const int ue = min((int)((long)(warp + 1) * p.n_gu / S) * p.gu, p.n_units);
+    const int nu = ue - ub;
+
+    /* the lane's rows, bytes and tokens */
+    const int lo_off = U == 2 ? 48 * r + 16 * h : 16 * h + 8 * r; /* low-plane bytes in a unit */
+    const int hoff = 32 - 16 * h; /* high-plane bytes minus low-plane bytes (both U) */
+    const uint8_t *wrow[2];
+    const uint16_t *srow[2];
+#pragma unroll
+    for (int a = 0; a < 2; a++) {
+        const int row = n0 + q + 8 * a;
+        wrow[a] = row < p.n ? p.packed + (long)row * p.row_bytes + lo_off : nullptr;
+        srow[a] = row < p.n ? p.sw + (long)row * p.ng : nullptr;
+    }
+    const int xoff = U == 2 ? 64 * r + 16 * h : 16 * h + 8 * r;
+    const int8_t *xrow[MT];
+#pragma unroll
+    for (int j = 0; j < MT; j++) {
+        const int tok = 8 * j + q;
+        xrow[j] = tok < p.m ? p.qx + (long)tok * p.k : nullptr;
+    }
+    const int shl = 6 - 2 * h; /* lo k-step: field h to bits 6..7; hi: field h + 2 (shl - 4) */
+
+    gv_acc<MT> s;
+#pragma unroll
+    for (int j = 0; j < MT; j++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            s.d[j][e] = 0;
+            s.y[j][e] = 0.0f;
+        }
+    }
+
+    gv_slot<U> ring[D];
+#pragma unroll
+    for (int i = 0; i < D - 1; i++)
+        if (i < nu)
+            gv_load<U>(p, ub + i, wrow, srow, hoff, ring[i]);
+    for (int base = 0; base < nu; base += D) {
+#pragma unroll
+        for (int sl = 0; sl < D; sl++) {
+            const int i = base + sl;
+            if (i < nu) {
+                if (i + D - 1 < nu)
+                    gv_load<U>(p, ub + i + D - 1, wrow, srow, hoff, ring[(sl + D - 1) % D]);
+                gv_compute<MT, U>(p, ring[sl], ub + i, shl, xoff, xrow, t, s);
+            }
+        }
+    }
+
+    /* the partial of this warp: red[warp][tok][row] */
+    float *red = gv_red + warp * 8 * MT * GV_RS;
+#pragma unroll
+    for (int j = 0; j < MT; j++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            red[(8 * j + 2 * t + (e & 1)) * GV_RS + q + 8 * (e >> 1)] = s.y[j][e];
+    }
+    __syncthreads();
+    for (int i = tid; i < 16 * p.m; i += (int)blockDim.x) {
+        const int tok = i >> 4, row = i & 15;
+        if (n0 + row < p.n) {
+            float sum = gv_red[tok * GV_RS + row];
+            for (int sp = 1; sp < S; sp++)
+                sum = __fadd_rn(sum, gv_red[(sp * 8 * MT + tok) * GV_RS + row]);
+            p.y[(long)tok * p.ldy + n0 + row] = sum;
+        }
+    }
+}
+
+/* ---- host side ---- */
+
+/* Splits per tile among 1..smax (at most the K granules), with smax resident warps per SM, so
+ * per_sm = smax / s resident blocks of s warps. A wave of blocks, at the SM's full bandwidth, takes
+ * per_sm times one block's bytes (a block streams a whole 16-row tile whatever s is): the cost is
+ * waves * per_sm. Ties go to more resident warps (per_sm * s: latency hiding), then fewer splits.
+ */
+static int gv_splits(int tiles, int n_gu, int smax, int sms)
+{
+    int best = 1, best_warps = 0;
+    long best_cost = -1;
+    for (int s = 1; s <= smax && s <= n_gu; s++) {
+        const int per_sm = smax / s;
+        const long resident = (long)sms * per_sm;
+        const long waves = (tiles + resident - 1) / resident;
+        const long cost = waves * per_sm;
+        if (best_cost < 0 || cost < best_cost || (cost == best_cost && per_sm * s > best_warps)) {
+            best_cost = cost;
+            best_warps = per_sm * s;
+            best = s;
+        }
+    }
+    return best;
+}
+
+template <int MT, int U> static int gv_launch(const gv_params &p, int tiles, cudaStream_t st)
+{
+    const size_t smem = (size_t)p.splits * 8 * MT * GV_RS * sizeof(float);
+    k_gemm_w6_gemv_kernel<MT, U><<<(unsigned)tiles, (unsigned)(32 * p.splits), smem, st>>>(p);
+    if (cudaGetLastError() != cudaSuccess)
+        return -1;
+    return 0;
+}
+
+template <int U> static int gv_dispatch(int mt, const gv_params &p, int tiles, cudaStream_t st)
+{
+    switch (mt) {
+    case 1:
+        return gv_launch<1, U>(p, tiles, st);
+    case 2:
+        return gv_launch<2, U>(p, tiles, st);
+    case 3:
+        return gv_launch<3, U>(p, tiles, st);
+    case 4:
+        return gv_launch<4, U>(p, tiles, st);
+    case 5:
+        return gv_launch<5, U>(p, tiles, st);
+    case 6:
+        return gv_launch<6, U>(p, tiles, st);
+    case 7:
+        return gv_launch<7, U>(p, tiles, st);
+    case 8:
+        return gv_launch<8, U>(p, tiles, st);
+    default:
+        return -1;
+    }
+}
+
+/* Checks the arguments; 0 when they are usable. */
+static int gv_check(const int8_t *qx, const float *sx, int m, const k_w6 *w, const float *y,
+                    long ldy)
+{
+    if (!qx || !sx || !w || !y || !w->packed || !w->sw)
+        return -1;
+    if (m < 1 || m > K_GEMM_DECODE_MAX_M || w->n < 1 || w->k < 32 || w->k % 32 != 0)
+        return -1;
+    if (w->g != 32 && w->g != 64 && w->g != 128 && w->g != 256 && w->g != 512)
+        return -1;
+    if (w->k % w->g != 0 || w->row_bytes % 16 != 0 || w->row_bytes < (long)(w->k + 63) / 64 * 48)
+        return -1;
+    if (ldy < w->n || ((uintptr_t)qx & 15) != 0 || ((uintptr_t)w->packed & 15) != 0)
+        return -1;
+    return 0;
+}
+
+extern "C" size_t k_gemm_w6_gemv_ws_bytes(const k_w6 *w, int m)
+{
+    (void)w;
+    (void)m;
+    return 0; /* split-K partials are summed in shared memory within a block */
+}
+
+extern "C" int k_gemm_w6_gemv(const int8_t *qx, const float *sx, int m, const k_w6 *w, float *y,
+                              long ldy, void *ws, size_t ws_bytes, cudaStream_t stream)
+{
+    (void)ws;
+    (void)ws_bytes;
+    if (gv_check(qx, sx, m, w, y, ldy) != 0)
+        return -1; /* FQ_EINVAL */
+    int dev = 0, sms = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        sms < 1) {
+        cudaGetLastError();
+        return -1;
+    }
+    const int U = w->g >= 128 ? 2 : 1;
+    const int mt = (m + 7) / 8;
+    const int tiles = (w->n + 15) / 16;
+    gv_params p;
+    memset(&p, 0, sizeof p);
+    p.qx = qx;
+    p.sx = sx;
+    p.packed = w->packed;
+    p.sw = w->sw;
+    p.y = y;
+    p.row_bytes = w->row_bytes;
+    p.ldy = ldy;
+    p.m = m;
+    p.n = w->n;
+    p.k = w->k;
+    p.g = w->g;
+    p.g_shift = 0;
+    while ((1 << p.g_shift) < w->g)
+        p.g_shift++;
+    p.ng = w->k / w->g;
+    p.n_units = (w->k + 64 * U - 1) / (64 * U);
+    p.gu = w->g >= 64 * U ? w->g / (64 * U) : 1;
+    p.n_gu = (p.n_units + p.gu - 1) / p.gu;
+    p.splits = gv_splits(tiles, p.n_gu, gv_smax(mt), sms);
+    return U == 2 ? gv_dispatch<2>(mt, p, tiles, stream) : gv_dispatch<1>(mt, p, tiles, stream);
+}
