@@ -21,9 +21,9 @@ int k_device_describe(int dev, char *buf, unsigned long buf_len);
 /* Decode GEMM on stream (asynchronous; device pointers), m <= 16:
  *   y[m, n] = sum over groups gi ascending of (sx[m, gi] * f32(sw[n, gi])) * (float)d[m, n, gi],
  * d the exact int32 sum over group gi of qx[m, k] * q_w[n, k] — bit for bit rt_cpu_matmul_q6
- * (rt_cpu_int6.h). qx [m, k] int8 (16-byte aligned), sx [m, k / g] fp32, packed [n, row_bytes] in the
- * fq_pack.h layout (16-byte aligned, row_bytes a multiple of 16 >= fq_pack_row_bytes(k)),
- * sw [n, k / g] fp16 bits, y [m, n] fp32 (written). g is 32, 64, 128, 256 or 512 and divides k.
+ * (rt_cpu_int6.h). qx [m, k] int8 (16-byte aligned), sx [m, k / g] fp32, packed [n, row_bytes] in
+ * the fq_pack.h layout (16-byte aligned, row_bytes a multiple of 16 >= fq_pack_row_bytes(k)), sw
+ * [n, k / g] fp16 bits, y [m, n] fp32 (written). g is 32, 64, 128, 256 or 512 and divides k.
  * Returns 0, or -1 (FQ_EINVAL) for bad arguments or a failed launch. CUDA cores only (dp4a). */
 int k_gemm_w6_decode(const int8_t *qx, const float *sx, int m, int k, int g, const uint8_t *packed,
                      const uint16_t *sw, long row_bytes, int n, float *y, cudaStream_t stream);

@@ -25,13 +25,13 @@ static float rnd(void) /* uniform in [-1, 1) */
     return (float)((rng_state >> 40) * (1.0 / 8388608.0)) - 1.0f;
 }
 
-#define CK(x)                                                                              \
-    do {                                                                                   \
-        cudaError_t e_ = (x);                                                              \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
-            exit(1);                                                                       \
-        }                                                                                  \
+#define CK(x)                                                                                      \
+    do {                                                                                           \
+        cudaError_t e_ = (x);                                                                      \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));    \
+            exit(1);                                                                               \
+        }                                                                                          \
     } while (0)
 
 static void *xmalloc(size_t n)
@@ -112,7 +112,8 @@ int main(void)
                 CK(cudaMemcpy(d_sx, sx, (size_t)m * ng * sizeof *sx, cudaMemcpyHostToDevice));
                 CK(cudaMemset(d_y, 0xFF, (size_t)m * n * sizeof *y_gpu)); /* NaN poison */
 
-                if (k_gemm_w6_decode(d_qx, d_sx, m, k, g, d_packed, d_sw, (long)rb, n, d_y, 0) != 0) {
+                if (k_gemm_w6_decode(d_qx, d_sx, m, k, g, d_packed, d_sw, (long)rb, n, d_y, 0) !=
+                    0) {
                     fprintf(stderr, "k_gemm_w6_decode failed (n=%d k=%d m=%d)\n", n, k, m);
                     return 1;
                 }
@@ -129,7 +130,8 @@ int main(void)
                         if (!(d <= md))
                             md = d;
                     }
-                    fprintf(stderr, "MISMATCH n=%d k=%d g=%d m=%d a%d: %zu of %zu differ, max|diff| %g\n",
+                    fprintf(stderr,
+                            "MISMATCH n=%d k=%d g=%d m=%d a%d: %zu of %zu differ, max|diff| %g\n",
                             n, k, g, m, bits, bad, (size_t)m * n, md);
                     failures++;
                 }
