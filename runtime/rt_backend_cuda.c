@@ -248,7 +248,11 @@ static int upload_io(rt_backend *be, char *err, size_t err_len)
     if (m->lm_head.w != m->tok_embd) {
         if (cudaMalloc((void **)&tmp, ve * sizeof(float)) != cudaSuccess)
             return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading lm_head");
-        cudaMemcpy(tmp, m->lm_head.w, ve * sizeof(float), cudaMemcpyHostToDevice);
+        cudaError_t e = cudaMemcpy(tmp, m->lm_head.w, ve * sizeof(float), cudaMemcpyHostToDevice);
+        if (e != cudaSuccess) {
+            cudaFree(tmp);
+            return cuda_fail(err, err_len, e, "uploading lm_head");
+        }
         src = tmp;
     }
     int rc = k_f32_to_f16(src, (long)ve, be->lm_head, be->st);
@@ -346,8 +350,7 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
     if (!be)
         return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: out of memory");
     be->m = m;
-    be->p = *p;
-    be->p.abits = NULL; /* copied per linear into the groups below */
+    be->p = *p; /* p->abits is read while uploading (into each group's bits), not kept */
     be->int_mode = p->mode == RT_MODE_W6A8 || p->mode == RT_MODE_W6A6 || p->mode == RT_MODE_FLEX;
     be->kv_dim = (int64_t)m->cfg.n_head_kv * m->cfg.head_dim;
     be->qd = (int64_t)m->cfg.n_head * m->cfg.head_dim;
@@ -362,9 +365,8 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
         cuda_destroy(be);
         return fq_err(err, err_len, FQ_EIO, "cuda backend: cuBLAS did not start");
     }
-    be->p.abits = p->abits; /* read during upload only */
     rc = upload_layers(be, err, err_len);
-    be->p.abits = NULL;
+    be->p.abits = NULL; /* borrowed: not kept past create */
     if (rc == 0)
         rc = upload_io(be, err, err_len);
     if (rc == 0)
