@@ -1,15 +1,15 @@
-/* test_gemm_w6_mma.c — the tensor-core decode GEMM (k_gemm_w6_mma_decode) against the CPU reference
- * rt_cpu_matmul_q6: with unit scales the results must be identical (after checking that every
- * output's sum of |group sums| stays under 2^24, so any fp32 order is exact), with random positive
- * scales within 1e-3 of the largest |reference| of the row. Model shapes (LLaMA-2 7B/13B/70B,
- * LLaMA-3 8B with g = 128; SmolLM-like shapes with g = 64, 128, 32 and odd n), m in
- * {1, 2, 3, 4, 8, 16, 32, 64}, 8- and 6-bit activation codes, output strides ldy > n (the columns
- * past n must stay untouched). Large shapes are checked on three blocks of columns (first, middle,
- * last); the CPU reference runs once at m = 64 and its first rows serve the smaller m. Then times
- * the large shapes at every m (median of 60 launches, rotating over enough weight copies that the
- * 50 MB L2 cannot hold them) and prints us and effective GB/s (informational). Skips (77) without a
- * GPU.
- */
+/* test_gemm_w6_mma.c — both tensor-core decode GEMMs, the register-streaming k_gemm_w6_gemv and
+ * the shared-memory k_gemm_w6_mma_decode, each against the CPU reference rt_cpu_matmul_q6 (split-K:
+ * the fp32 sum over groups runs in another order): with unit scales the results must be identical
+ * (after checking that every output's sum of |group sums| stays under 2^24, so any fp32 order is
+ * exact), with random positive scales within 1e-3 of the largest |reference| of the row. Model
+ * shapes (LLaMA-2 7B/13B/70B, LLaMA-3 8B with g = 128; SmolLM-like shapes with g = 64, 128, 32 and
+ * odd n), m in {1, 2, 3, 4, 8, 16, 32, 64}, 8- and 6-bit activation codes, output strides ldy > n
+ * (the columns past n must stay untouched). Large shapes are checked on three blocks of columns
+ * (first, middle, last); the CPU reference runs once at m = 64 and its first rows serve the smaller
+ * m. Then times the large shapes at m in {1, 8, 16, 64} (median of 60 launches, rotating over
+ * enough weight copies that the 50 MB L2 cannot hold them), both kernels side by side, and prints
+ * us and effective GB/s (informational). Skips (77) without a GPU. */
 #include "fq_base.h"
 #include "fq_pack.h"
 #include "k.h"
@@ -225,8 +225,26 @@ typedef struct dev_w {
 typedef struct dev_x {
     int8_t *qx;
     float *sx_rand, *sx_unit;
-    float *y; /* [MAX_M, n + LDY_PAD] */
+    float *y;        /* [MAX_M, n + LDY_PAD] */
+    void *ws;        /* k_gemm_w6_gemv's workspace (NULL when it needs none) */
+    size_t ws_bytes; /* its size: the most any m up to MAX_M needs */
 } dev_x;
+
+/* The kernels under test (checked alike, timed side by side). */
+typedef enum kern { KERN_GEMV, KERN_MMA, KERN_COUNT } kern;
+
+static const char *kern_name(kern kk)
+{
+    return kk == KERN_GEMV ? "k_gemm_w6_gemv" : "k_gemm_w6_mma_decode";
+}
+
+/* One call of kernel kk. */
+static int call(kern kk, const dev_x *dx, const float *sx, int m, const k_w6 *w, float *y, long ldy)
+{
+    if (kk == KERN_GEMV)
+        return k_gemm_w6_gemv(dx->qx, sx, m, w, y, ldy, dx->ws, dx->ws_bytes, 0);
+    return k_gemm_w6_mma_decode(dx->qx, sx, m, w, y, ldy, NULL, 0, 0);
+}
 
 /* ---- one case: one m, one kind of scales ---- */
 
@@ -276,13 +294,18 @@ static long compare(const float *y, const float *ref, const colset *cs, int n, i
 }
 
 /* Runs one call into the poisoned y and copies y back; returns -1 on a failed call. */
-static int run_call(const dev_x *dx, const float *sx, int m, const k_w6 *w, long ldy, float *y)
+static int run_call(kern kk, const dev_x *dx, const float *sx, int m, const k_w6 *w, long ldy,
+                    float *y)
 {
     const size_t bytes = (size_t)m * ldy * sizeof(float);
     CK(cudaMemset(dx->y, 0xFF, bytes));
-    if (k_gemm_w6_mma_decode(dx->qx, sx, m, w, dx->y, ldy, NULL, k_gemm_w6_decode_ws_bytes(w, m),
-                             0) != 0) {
-        fprintf(stderr, "k_gemm_w6_mma_decode failed (n=%d k=%d g=%d m=%d)\n", w->n, w->k, w->g, m);
+    if (kk == KERN_GEMV && k_gemm_w6_gemv_ws_bytes(w, m) > dx->ws_bytes) {
+        fprintf(stderr, "k_gemm_w6_gemv_ws_bytes(m=%d) = %zu exceeds the %zu allocated\n", m,
+                k_gemm_w6_gemv_ws_bytes(w, m), dx->ws_bytes);
+        return -1;
+    }
+    if (call(kk, dx, sx, m, w, dx->y, ldy) != 0) {
+        fprintf(stderr, "%s failed (n=%d k=%d g=%d m=%d)\n", kern_name(kk), w->n, w->k, w->g, m);
         return -1;
     }
     CK(cudaGetLastError());
@@ -297,22 +320,20 @@ static int cmp_float(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Median time of N_TIMED launches at m tokens, rotating over the weight copies. */
-static int time_m(const shape *sh, const dev_w *dw, const dev_x *dx, int m, cudaEvent_t *ev,
-                  double *us)
+/* Median time of N_TIMED launches of kernel kk at m tokens, rotating over the weight copies. */
+static int time_m(kern kk, const shape *sh, const dev_w *dw, const dev_x *dx, int m,
+                  cudaEvent_t *ev, double *us)
 {
     const int64_t rb = fq_pack_row_bytes(sh->k);
     k_w6 w[MAX_COPIES];
     for (int c = 0; c < dw->n_copies; c++)
         w[c] = (k_w6){dw->packed[c], dw->sw_rand[c], (long)rb, sh->n, sh->k, sh->g};
     for (int i = 0; i < N_WARM; i++)
-        if (k_gemm_w6_mma_decode(dx->qx, dx->sx_rand, m, &w[i % dw->n_copies], dx->y, sh->n, NULL,
-                                 0, 0) != 0)
+        if (call(kk, dx, dx->sx_rand, m, &w[i % dw->n_copies], dx->y, sh->n) != 0)
             return -1;
     CK(cudaEventRecord(ev[0], 0));
     for (int i = 0; i < N_TIMED; i++) {
-        if (k_gemm_w6_mma_decode(dx->qx, dx->sx_rand, m, &w[(i + N_WARM) % dw->n_copies], dx->y,
-                                 sh->n, NULL, 0, 0) != 0)
+        if (call(kk, dx, dx->sx_rand, m, &w[(i + N_WARM) % dw->n_copies], dx->y, sh->n) != 0)
             return -1;
         CK(cudaEventRecord(ev[i + 1], 0));
     }
@@ -329,6 +350,8 @@ static int time_m(const shape *sh, const dev_w *dw, const dev_x *dx, int m, cuda
 
 static const int MS[] = {1, 2, 3, 4, 8, 16, 32, 64};
 #define N_MS ((int)(sizeof MS / sizeof MS[0]))
+static const int MS_TIMED[] = {1, 8, 16, 64};
+#define N_MS_TIMED ((int)(sizeof MS_TIMED / sizeof MS_TIMED[0]))
 
 typedef struct shape_run {
     rt_pool *pool;
@@ -410,28 +433,29 @@ static int make_acts(shape_run *r, int bits, uint64_t seed)
     return 0;
 }
 
-/* Both checks of one (m, bits) case; counts failures in r. */
-static int check_case(shape_run *r, int m, int bits, long ldy)
+/* Both checks of one (kernel, m, bits) case; counts failures in r. */
+static int check_case(shape_run *r, kern kk, int m, int bits, long ldy)
 {
     const shape *sh = r->sh;
     const int64_t rb = r->hw.rb;
     k_w6 wu = {r->dw.packed[0], r->dw.sw_unit, (long)rb, sh->n, sh->k, sh->g};
     k_w6 wr = {r->dw.packed[0], r->dw.sw_rand[0], (long)rb, sh->n, sh->k, sh->g};
     double e_unit = 0.0, e_rand = 0.0;
-    if (run_call(&r->dx, r->dx.sx_unit, m, &wu, ldy, r->y) != 0)
+    if (run_call(kk, &r->dx, r->dx.sx_unit, m, &wu, ldy, r->y) != 0)
         return -1;
     const long bad_u = compare(r->y, r->hx.ref_unit, &r->cs, sh->n, m, ldy, 1, "unit", &e_unit);
-    if (run_call(&r->dx, r->dx.sx_rand, m, &wr, ldy, r->y) != 0)
+    if (run_call(kk, &r->dx, r->dx.sx_rand, m, &wr, ldy, r->y) != 0)
         return -1;
     const long bad_r = compare(r->y, r->hx.ref_rand, &r->cs, sh->n, m, ldy, 0, "rand", &e_rand);
     const int ok = bad_u == 0 && bad_r == 0;
-    printf(
-        "%-4s n=%5d k=%5d g=%3d m=%2d a%d ldy=%ld cols=%d: unit %s, rand max err %.3g of tol%s\n",
-        ok ? "ok" : "FAIL", sh->n, sh->k, sh->g, m, bits, ldy, r->cs.total,
-        bad_u ? "DIFFERS" : "exact", e_rand, bad_r ? " (OVER)" : "");
+    printf("%-4s %s n=%5d k=%5d g=%3d m=%2d a%d ldy=%ld cols=%d: unit %s, rand max err %.3g of "
+           "tol%s\n",
+           ok ? "ok" : "FAIL", kern_name(kk), sh->n, sh->k, sh->g, m, bits, ldy, r->cs.total,
+           bad_u ? "DIFFERS" : "exact", e_rand, bad_r ? " (OVER)" : "");
     if (!ok) {
-        fprintf(stderr, "FAIL n=%d k=%d g=%d m=%d a%d: %ld unit and %ld random-scale mismatches\n",
-                sh->n, sh->k, sh->g, m, bits, bad_u, bad_r);
+        fprintf(stderr,
+                "FAIL %s n=%d k=%d g=%d m=%d a%d: %ld unit and %ld random-scale mismatches\n",
+                kern_name(kk), sh->n, sh->k, sh->g, m, bits, bad_u, bad_r);
         r->failures++;
     }
     return 0;
@@ -457,6 +481,7 @@ static void shape_free(shape_run *r)
     cudaFree(r->dx.sx_rand);
     cudaFree(r->dx.sx_unit);
     cudaFree(r->dx.y);
+    cudaFree(r->dx.ws);
 }
 
 static int shape_alloc(shape_run *r)
@@ -476,6 +501,13 @@ static int shape_alloc(shape_run *r)
     CK(cudaMalloc((void **)&r->dx.sx_rand, (size_t)MAX_M * ng * sizeof(float)));
     CK(cudaMalloc((void **)&r->dx.sx_unit, (size_t)MAX_M * ng * sizeof(float)));
     CK(cudaMalloc((void **)&r->dx.y, (size_t)MAX_M * (sh->n + LDY_PAD) * sizeof(float)));
+    const k_w6 wd = {NULL, NULL, (long)fq_pack_row_bytes(sh->k), sh->n, sh->k, sh->g};
+    for (int m = 1; m <= MAX_M; m++) {
+        const size_t b = k_gemm_w6_gemv_ws_bytes(&wd, m);
+        r->dx.ws_bytes = b > r->dx.ws_bytes ? b : r->dx.ws_bytes;
+    }
+    if (r->dx.ws_bytes > 0)
+        CK(cudaMalloc(&r->dx.ws, r->dx.ws_bytes));
     return 0;
 }
 
@@ -516,18 +548,25 @@ static int run_shape(rt_pool *pool, const shape *sh, uint64_t seed, cudaEvent_t 
             const int m = MS[mi];
             /* ldy > n: every small shape, and one large one */
             const int pad = !sh->timed || (sh->n == 4096 && sh->k == 4096 && m == 3);
-            if (check_case(&r, m, bits, sh->n + (pad ? LDY_PAD : 0)) != 0)
-                goto out;
+            for (int kk = 0; kk < KERN_COUNT; kk++)
+                if (check_case(&r, (kern)kk, m, bits, sh->n + (pad ? LDY_PAD : 0)) != 0)
+                    goto out;
         }
     }
     if (sh->timed) {
         const double wbytes = (double)sh->n * r.hw.rb + (double)sh->n * r.hw.ng * 2;
-        for (int mi = 0; mi < N_MS; mi++) {
-            double us = 0.0;
-            if (time_m(sh, &r.dw, &r.dx, MS[mi], ev, &us) != 0)
+        for (int mi = 0; mi < N_MS_TIMED; mi++) {
+            const int m = MS_TIMED[mi];
+            double us = 0.0, us_mma = 0.0;
+            if (time_m(KERN_GEMV, sh, &r.dw, &r.dx, m, ev, &us) != 0 ||
+                time_m(KERN_MMA, sh, &r.dw, &r.dx, m, ev, &us_mma) != 0) {
+                fprintf(stderr, "timing failed (n=%d k=%d m=%d)\n", sh->n, sh->k, m);
                 goto out;
-            printf("time n=%5d k=%5d m=%2d: %8.2f us %7.1f GB/s (weights, %d copies)\n", sh->n,
-                   sh->k, MS[mi], us, wbytes / (us * 1e-6) / 1e9, r.dw.n_copies);
+            }
+            printf("time n=%5d k=%5d m=%2d: gemv %8.2f us %7.1f GB/s | mma_decode %8.2f us %7.1f "
+                   "GB/s | speedup %.2fx (weights, %d copies)\n",
+                   sh->n, sh->k, m, us, wbytes / (us * 1e-6) / 1e9, us_mma,
+                   wbytes / (us_mma * 1e-6) / 1e9, us_mma / us, r.dw.n_copies);
         }
     }
     rc = 0;
