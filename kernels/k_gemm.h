@@ -36,6 +36,13 @@ typedef struct k_w6 {
     int g;                 /* group: 32, 64, 128, 256 or 512, dividing k */
 } k_w6;
 
+/* The argument contract every INT6 GEMM here checks first: non-NULL pointers, 1 <= m <= max_m,
+ * n >= 1, k a positive multiple of 32, g in {32, 64, 128, 256, 512} dividing k, row_bytes a
+ * multiple of 16 covering k, ldy >= n, qx and packed 16-byte aligned, sx, sw and y aligned to their
+ * element size. Returns 1 when all hold, else 0. */
+int k_gemm_w6_args_ok(const int8_t *qx, const float *sx, int m, int max_m, const k_w6 *w,
+                      const float *y, long ldy);
+
 /* Decode: m in 1..K_GEMM_DECODE_MAX_M, mma.sync m16n8k32 s8 with the weights as the 16-row
  * operand, split-K over the SMs. ws: device workspace of k_gemm_w6_decode_ws_bytes(w, m) bytes
  * (may be NULL when that is 0). */

@@ -8,9 +8,31 @@
 #include "k_gemm.h"
 
 #include <cuda_runtime.h>
+#include <stdint.h>
 
 #define K_GEMM_GEMV_MAX_M    16
 #define K_GEMM_PREFILL_MIN_M 64
+
+static bool k_misaligned(const void *p, uintptr_t align)
+{
+    return ((uintptr_t)p & (align - 1)) != 0;
+}
+
+extern "C" int k_gemm_w6_args_ok(const int8_t *qx, const float *sx, int m, int max_m, const k_w6 *w,
+                                 const float *y, long ldy)
+{
+    if (!qx || !sx || !w || !y || !w->packed || !w->sw || m < 1 || m > max_m)
+        return 0;
+    const int n = w->n, k = w->k, g = w->g;
+    if (n < 1 || k < 32 || k % 32 != 0 || ldy < n)
+        return 0;
+    if ((g != 32 && g != 64 && g != 128 && g != 256 && g != 512) || k % g != 0)
+        return 0;
+    if (w->row_bytes % 16 != 0 || w->row_bytes < (long)(k + 63) / 64 * 48)
+        return 0;
+    return !k_misaligned(qx, 16) && !k_misaligned(w->packed, 16) && !k_misaligned(sx, 4) &&
+           !k_misaligned(w->sw, 2) && !k_misaligned(y, 4);
+}
 
 extern "C" size_t k_gemm_w6_ws_bytes(const k_w6 *w, int max_m)
 {

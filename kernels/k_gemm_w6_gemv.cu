@@ -385,23 +385,6 @@ template <int U> static int gv_dispatch(int mt, const gv_params &p, int tiles, c
     }
 }
 
-/* Checks the arguments; 0 when they are usable. */
-static int gv_check(const int8_t *qx, const float *sx, int m, const k_w6 *w, const float *y,
-                    long ldy)
-{
-    if (!qx || !sx || !w || !y || !w->packed || !w->sw)
-        return -1;
-    if (m < 1 || m > K_GEMM_DECODE_MAX_M || w->n < 1 || w->k < 32 || w->k % 32 != 0)
-        return -1;
-    if (w->g != 32 && w->g != 64 && w->g != 128 && w->g != 256 && w->g != 512)
-        return -1;
-    if (w->k % w->g != 0 || w->row_bytes % 16 != 0 || w->row_bytes < (long)(w->k + 63) / 64 * 48)
-        return -1;
-    if (ldy < w->n || ((uintptr_t)qx & 15) != 0 || ((uintptr_t)w->packed & 15) != 0)
-        return -1;
-    return 0;
-}
-
 extern "C" size_t k_gemm_w6_gemv_ws_bytes(const k_w6 *w, int m)
 {
     (void)w;
@@ -414,7 +397,7 @@ extern "C" int k_gemm_w6_gemv(const int8_t *qx, const float *sx, int m, const k_
 {
     (void)ws;
     (void)ws_bytes;
-    if (gv_check(qx, sx, m, w, y, ldy) != 0)
+    if (!k_gemm_w6_args_ok(qx, sx, m, K_GEMM_DECODE_MAX_M, w, y, ldy))
         return -1; /* FQ_EINVAL */
     int dev = 0, sms = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||

@@ -500,23 +500,12 @@ template <int P> static int w6p_launch(const w6p_args &p, int tiles_m, int tiles
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
-static bool w6p_misaligned(const void *ptr, uintptr_t align)
-{
-    return ((uintptr_t)ptr & (align - 1)) != 0;
-}
-
 extern "C" int k_gemm_w6_mma_prefill(const int8_t *qx, const float *sx, int m, const k_w6 *w,
                                      float *y, long ldy, cudaStream_t stream)
 {
-    if (!w || !qx || !sx || !y || !w->packed || !w->sw)
+    if (!k_gemm_w6_args_ok(qx, sx, m, INT_MAX, w, y, ldy))
         return -1; /* FQ_EINVAL */
     const int n = w->n, k = w->k, g = w->g;
-    if (m < 1 || n < 1 || k < 32 || k % 32 != 0 ||
-        (g != 32 && g != 64 && g != 128 && g != 256 && g != 512) || k % g != 0 || ldy < n ||
-        w->row_bytes % 16 != 0 || w->row_bytes < (long)((k + 63) / 64) * 48 ||
-        w6p_misaligned(qx, 16) || w6p_misaligned(w->packed, 16) || w6p_misaligned(sx, 4) ||
-        w6p_misaligned(w->sw, 2) || w6p_misaligned(y, 4))
-        return -1;
     const long tiles_m = (m + W6P_BM - 1) / W6P_BM, tiles_n = (n + W6P_BN - 1) / W6P_BN;
     if (tiles_m * tiles_n > INT_MAX)
         return -1;

@@ -37,6 +37,7 @@
 
 #include <cuda.h> /* CUtensorMap; the encoder comes through the runtime's driver entry point */
 #include <cudaTypedefs.h>
+#include <limits.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -634,20 +635,11 @@ static int wg_tensor_maps(const int8_t *qx, int m, const k_w6 *w, int bm, CUtens
     return 0;
 }
 
+/* k_gemm.h's common contract, and grid.y (tiles of WG_BN features) within its limit. */
 static bool wg_args_ok(const int8_t *qx, const float *sx, int m, const k_w6 *w, const float *y,
                        long ldy)
 {
-    if (!qx || !sx || !w || !y || !w->packed || !w->sw || m < 1)
-        return false;
-    const int n = w->n, k = w->k, g = w->g;
-    if (n < 1 || n > 65535 * WG_BN || k < 32 || k % 32 != 0 || ldy < n)
-        return false;
-    if ((g != 32 && g != 64 && g != 128 && g != 256 && g != 512) || k % g != 0)
-        return false;
-    if (w->row_bytes % 16 != 0 || w->row_bytes < (long)(k + 63) / 64 * 48)
-        return false;
-    return ((uintptr_t)qx & 15) == 0 && ((uintptr_t)w->packed & 15) == 0 &&
-           ((uintptr_t)sx & 3) == 0 && ((uintptr_t)y & 3) == 0 && ((uintptr_t)w->sw & 1) == 0;
+    return k_gemm_w6_args_ok(qx, sx, m, INT_MAX, w, y, ldy) && w->n <= 65535 * WG_BN;
 }
 
 /* Device 'dev' is sm_90 and the kernel was built for sm_90a (not the trapping stub). */
