@@ -103,22 +103,6 @@ static int alloc_buffers(rt_backend *be)
     return ok ? 0 : FQ_ENOMEM;
 }
 
-const char *rt_mode_name(rt_mode mode)
-{
-    static const char *names[] = {"fp", "w6a16", "w6a8", "w6a6", "flex"};
-    return mode >= RT_MODE_FP && mode <= RT_MODE_FLEX ? names[mode] : "?";
-}
-
-int rt_mode_parse(const char *name, rt_mode *mode)
-{
-    for (int i = RT_MODE_FP; i <= RT_MODE_FLEX; i++)
-        if (strcmp(name, rt_mode_name((rt_mode)i)) == 0) {
-            *mode = (rt_mode)i;
-            return 0;
-        }
-    return FQ_EINVAL;
-}
-
 /* The activation bits of every linear in the integer modes; 0 in the fp32 ones. */
 static int plan_abits(rt_backend *be, char *err, size_t err_len)
 {
@@ -128,20 +112,10 @@ static int plan_abits(rt_backend *be, char *err, size_t err_len)
     if (!be->abits)
         return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory");
     for (int64_t i = 0; i < n; i++) {
-        const rt_linear *l =
-            rt_layer_linear(&m->layers[i / FQ_LIN_COUNT], (fq_lin_type)(i % FQ_LIN_COUNT));
-        int32_t bits = 0;
-        if (be->p.mode == RT_MODE_W6A8 || be->p.mode == RT_MODE_W6A6)
-            bits = be->p.mode == RT_MODE_W6A8 ? 8 : 6;
-        else if (be->p.mode == RT_MODE_FLEX)
-            bits = be->p.abits ? be->p.abits[i] : l->abits;
-        if (be->p.mode == RT_MODE_FLEX && bits != 6 && bits != 8)
-            return fq_err(err, err_len, FQ_EINVAL,
-                          "mode flex: layer %lld %s has activation bits %d (6 or 8 needed; "
-                          "quantize with flexq-quant --abits flex)",
-                          (long long)(i / FQ_LIN_COUNT),
-                          fq_lin_name((fq_lin_type)(i % FQ_LIN_COUNT)), bits);
-        be->abits[i] = bits;
+        int rc = rt_linear_abits(m, &be->p, (int32_t)(i / FQ_LIN_COUNT),
+                                 (fq_lin_type)(i % FQ_LIN_COUNT), &be->abits[i], err, err_len);
+        if (rc)
+            return rc;
     }
     return 0;
 }
@@ -166,20 +140,6 @@ static int dequantize_all(rt_backend *be, char *err, size_t err_len)
     return 0;
 }
 
-static int check_mode(const rt_backend *be, char *err, size_t err_len)
-{
-    if (be->p.mode < RT_MODE_FP || be->p.mode > RT_MODE_FLEX)
-        return fq_err(err, err_len, FQ_EINVAL, "cpu backend: unknown mode %d", (int)be->p.mode);
-    if (be->p.mode == RT_MODE_FP && !rt_model_has_fp(be->m))
-        return fq_err(err, err_len, FQ_EINVAL,
-                      "mode fp needs the source weights; this model has only INT6 codes (use "
-                      "w6a16, w6a8, w6a6 or flex, or load the source checkpoint)");
-    if (be->p.mode != RT_MODE_FP && !rt_model_has_q6(be->m))
-        return fq_err(err, err_len, FQ_EINVAL, "mode %s needs INT6 weights; this model has none",
-                      rt_mode_name(be->p.mode));
-    return 0;
-}
-
 static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
                       size_t err_len)
 {
@@ -198,7 +158,7 @@ static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend 
     be->p = *p;
     be->kv_dim = (int64_t)m->cfg.n_head_kv * m->cfg.head_dim;
     be->n_slots = (int64_t)p->kv.n_blocks * p->kv.block_size;
-    int rc = check_mode(be, err, err_len);
+    int rc = rt_mode_check(m, p->mode, err, err_len);
     if (rc == 0)
         rc = plan_abits(be, err, err_len);
     if (rc == 0 && p->mode == RT_MODE_W6A16)

@@ -122,23 +122,6 @@ static void cuda_destroy(rt_backend *be)
     free(be);
 }
 
-/* Activation bits of linear t of layer l in the integer modes. */
-static int lin_bits(const rt_backend *be, int32_t l, fq_lin_type t, int32_t *bits, char *err,
-                    size_t err_len)
-{
-    const rt_linear *lin = rt_layer_linear(&be->m->layers[l], t);
-    int32_t b = be->p.mode == RT_MODE_W6A8 ? 8 : 6;
-    if (be->p.mode == RT_MODE_FLEX)
-        b = be->p.abits ? be->p.abits[l * FQ_LIN_COUNT + t] : lin->abits;
-    if (b != 6 && b != 8)
-        return fq_err(err, err_len, FQ_EINVAL,
-                      "mode flex: layer %d %s has activation bits %d (6 or 8 needed; quantize "
-                      "with flexq-quant --abits flex)",
-                      l, fq_lin_name(t), b);
-    *bits = b;
-    return 0;
-}
-
 /* Uploads the linears types[0..n) of layer l as one row-concatenated group. */
 static int upload_group(rt_backend *be, int32_t l, const fq_lin_type *types, int32_t n, cu_lin *g,
                         char *err, size_t err_len)
@@ -158,7 +141,7 @@ static int upload_group(rt_backend *be, int32_t l, const fq_lin_type *types, int
         g->rows[i] = lin->n_out;
         g->n += lin->n_out;
         if (be->int_mode) {
-            int rc = lin_bits(be, l, types[i], &g->bits[i], err, err_len);
+            int rc = rt_linear_abits(be->m, &be->p, l, types[i], &g->bits[i], err, err_len);
             if (rc)
                 return rc;
         }
@@ -322,14 +305,9 @@ static int check_create(const rt_model *m, const rt_backend_params *p, char *err
         return fq_err(err, err_len, FQ_EINVAL,
                       "cuda backend: max_batch_tokens %d, block size %d and blocks %d must be > 0",
                       p->max_batch_tokens, p->kv.block_size, p->kv.n_blocks);
-    if (p->mode < RT_MODE_FP || p->mode > RT_MODE_FLEX)
-        return fq_err(err, err_len, FQ_EINVAL, "cuda backend: unknown mode %d", (int)p->mode);
-    if (p->mode == RT_MODE_FP && !rt_model_has_fp(m))
-        return fq_err(err, err_len, FQ_EINVAL,
-                      "mode fp needs the source weights; this model has only INT6 codes");
-    if (p->mode != RT_MODE_FP && !rt_model_has_q6(m))
-        return fq_err(err, err_len, FQ_EINVAL, "mode %s needs INT6 weights; this model has none",
-                      rt_mode_name(p->mode));
+    int rc = rt_mode_check(m, p->mode, err, err_len);
+    if (rc)
+        return rc;
     if (m->cfg.head_dim != 64 && m->cfg.head_dim != 128)
         return fq_err(err, err_len, FQ_EUNSUP, "cuda backend: head dim %d (64 or 128 supported)",
                       m->cfg.head_dim);
@@ -476,13 +454,18 @@ static int gemm_rows(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows, 
     return k_gemm_w6(be->qx[i], be->sx[i], m, &w, y + r0, ldy, be->ws, be->ws_bytes, be->st);
 }
 
+static bool mixed_bits(const cu_lin *L)
+{
+    for (int32_t i = 1; i < L->n_part; i++)
+        if (L->bits[i] != L->bits[0])
+            return true;
+    return false;
+}
+
 /* All linears of a group; one GEMM when their bits agree (or the mode is fp32). */
 static int gemm_group(rt_backend *be, const cu_lin *L, const float *xf, int32_t m, float *y)
 {
-    bool same = true;
-    for (int32_t i = 1; i < L->n_part; i++)
-        same = same && L->bits[i] == L->bits[0];
-    if (same || !be->int_mode)
+    if (!mixed_bits(L) || !be->int_mode)
         return gemm_rows(be, L, 0, L->n, L->bits[0], xf, m, y, L->n);
     int32_t r0 = 0;
     for (int32_t i = 0; i < L->n_part; i++) {
@@ -502,14 +485,6 @@ static int quantize_rest(rt_backend *be, const cu_lin *L, int first_bits, int32_
             return k_quant(be->hf, m, L->k, L->bits[i], L->g, be->qx[L->bits[i] == 8],
                            be->sx[L->bits[i] == 8], be->st);
     return 0;
-}
-
-static bool mixed_bits(const cu_lin *L)
-{
-    for (int32_t i = 1; i < L->n_part; i++)
-        if (L->bits[i] != L->bits[0])
-            return true;
-    return false;
 }
 
 /* x += add; RMSNorm; the input of group L (codes, or fp32 in hf). */

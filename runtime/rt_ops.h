@@ -81,6 +81,15 @@ typedef struct rt_backend_params {
 
 rt_backend_params rt_backend_default_params(void);
 
+/* What every backend checks first (rt_mode.c): the mode is known and the model has the weights it
+ * needs (FQ_EINVAL naming what is missing). */
+int rt_mode_check(const rt_model *m, rt_mode mode, char *err, size_t err_len);
+
+/* The activation bits of linear t of a layer in the mode of p: 8 (w6a8), 6 (w6a6), p->abits or the
+ * linear's own (flex: FQ_EINVAL unless 6 or 8), 0 in the fp32 modes. */
+int rt_linear_abits(const rt_model *m, const rt_backend_params *p, int32_t layer, fq_lin_type t,
+                    int32_t *bits, char *err, size_t err_len);
+
 typedef struct rt_backend rt_backend;
 
 typedef struct rt_ops {
