@@ -28,7 +28,12 @@
  *   fold without FMA, groups ascending: y = y + (sx * sw) * d.
  * - A register ring of D units per warp: unit i + D - 1 is requested (ld.global.nc, no L1
  *   allocation, with the weight scales of its groups) before unit i is computed; all ring indices
- *   are compile-time constants.
+ *   are compile-time constants. A unit's activation fragments and token scales are requested
+ *   together at its start, ahead of its unpacking. Rows past n, tokens past m and ring requests
+ *   past the warp's K-range are clamped to valid ones (never stored), so no load is guarded.
+ *   Measured (tests/bench/bench_stream.cu): this kernel reads as fast as the bare loads of its
+ *   access pattern do (2311 vs 2326 GB/s on 8192 x 28672), so the math is hidden; a tile-major
+ *   layout would read 16 % faster.
  * - The host picks S (1..16, or 1..8 for m > 32) to fill the GPU with whole waves of blocks.
  */
 #include "k_gemm.h"
@@ -45,7 +50,7 @@
  * per SM. */
 __host__ __device__ constexpr int gv_smax(int mt)
 {
-    return mt <= 4 ? 16 : 8;
+    return mt <= 2 ? 16 : 8;
 }
 
 /* Units in the register ring: fewer when the accumulators take many registers. */
@@ -121,46 +126,47 @@ __device__ __forceinline__ unsigned gv_q4(unsigned lo, unsigned hi)
 
 /* ---- the ring ---- */
 
-/* Requests unit u (absolute) into sl: rows past n read nothing and stay zero. wrow[a]: the lane's
- * first low-plane byte of unit 0 in row a (NULL past n); srow[a]: row a's scales (NULL past n). */
-template <int U>
-__device__ __forceinline__ void gv_load(const gv_params &p, int u, const uint8_t *const (&wrow)[2],
-                                        const uint16_t *const (&srow)[2], int hoff, gv_slot<U> &sl)
+/* The lane's fixed addresses: rows past n and tokens past m are clamped to the last valid one (they
+ * read real data; their results are never stored), so no load needs a guard. */
+template <int MT> struct gv_lane {
+    const uint8_t *w[2]; /* rows q, q + 8: the lane's first low-plane byte of unit ub */
+    int s[2];            /* rows q, q + 8: offset of their fp16 scales in p.sw */
+    int x[MT];           /* B token 8j + q: offset of its activation byte xoff of unit ub in p.qx */
+    int sx[MT][2];       /* accumulator tokens 8j + 2t + e: offset of their scale rows in p.sx */
+};
+
+/* Requests relative unit i (unit ub + i) into sl. */
+template <int MT, int U>
+__device__ __forceinline__ void gv_load(const gv_params &p, const gv_lane<MT> &ln, int ub, int i,
+                                        int hoff, gv_slot<U> &sl)
 {
-    const int kc = u * 64 * U;
+    const int kc = (ub + i) * 64 * U;
     const int g0 = kc >> p.g_shift;
     const int g1 = U == 1 ? min((kc + 32) >> p.g_shift, p.ng - 1) : g0;
 #pragma unroll
     for (int a = 0; a < 2; a++) {
-        if (wrow[a] != nullptr) {
-            const uint8_t *b = wrow[a] + (long)u * (48 * U);
-            if (U == 2) {
-                unsigned v[4];
-                gv_ld16(v, b);
+        const uint8_t *b = ln.w[a] + i * (48 * U);
+        if (U == 2) {
+            unsigned v[4];
+            gv_ld16(v, b);
 #pragma unroll
-                for (int j = 0; j < 4; j++)
-                    sl.lo[a][j] = v[j];
-                gv_ld16(v, b + hoff);
+            for (int j = 0; j < 4; j++)
+                sl.lo[a][j] = v[j];
+            gv_ld16(v, b + hoff);
 #pragma unroll
-                for (int j = 0; j < 4; j++)
-                    sl.hi[a][j] = v[j];
-            } else {
-                unsigned v[2];
-                gv_ld8(v, b);
-                sl.lo[a][0] = v[0];
-                sl.lo[a][1] = v[1];
-                gv_ld8(v, b + hoff);
-                sl.hi[a][0] = v[0];
-                sl.hi[a][1] = v[1];
-            }
-            sl.sw[a][0] = gv_ldh(srow[a] + g0);
-            sl.sw[a][1] = U == 1 ? gv_ldh(srow[a] + g1) : sl.sw[a][0];
+            for (int j = 0; j < 4; j++)
+                sl.hi[a][j] = v[j];
         } else {
-#pragma unroll
-            for (int j = 0; j < 2 * U; j++)
-                sl.lo[a][j] = sl.hi[a][j] = 0u;
-            sl.sw[a][0] = sl.sw[a][1] = 0;
+            unsigned v[2];
+            gv_ld8(v, b);
+            sl.lo[a][0] = v[0];
+            sl.lo[a][1] = v[1];
+            gv_ld8(v, b + hoff);
+            sl.hi[a][0] = v[0];
+            sl.hi[a][1] = v[1];
         }
+        sl.sw[a][0] = gv_ldh(p.sw + ln.s[a] + g0);
+        sl.sw[a][1] = U == 1 ? gv_ldh(p.sw + ln.s[a] + g1) : sl.sw[a][0];
     }
 }
 
@@ -171,40 +177,65 @@ template <int MT> struct gv_acc {
     float y[MT][4]; /* fp32 sum of the groups done */
 };
 
-/* y += (sx * sw) * d for group gi, without FMA; clears d. The int32 is 4d (|4d| <= 2^23, exact as a
- * float) and the weight scale is divided by 4 (exact), so this rounds as (sx * sw) * d does. */
-template <int MT>
-__device__ __forceinline__ void gv_fold(const gv_params &p, gv_acc<MT> &s,
-                                        const unsigned short (&swr)[2][2], int e_sw, int gi, int t)
+/* The activation fragments of one unit ([j][2 pp + x]: k-step (pp, x)) and the token scales of its
+ * group(s) ([j][e][0 or 1]), requested together before the unit's unpacking so that their latency
+ * (mostly L1 hits) hides behind it. */
+template <int MT, int U> struct gv_xs {
+    uint2 b[MT][2 * U];
+    float sx[MT][2][2];
+};
+
+template <int MT, int U>
+__device__ __forceinline__ void gv_load_x(const gv_params &p, const gv_lane<MT> &ln, int ub, int i,
+                                          gv_xs<MT, U> &xs)
+{
+    const int kc = (ub + i) * 64 * U;
+    const int g0 = kc >> p.g_shift;
+    const int g1 = U == 1 ? min((kc + 32) >> p.g_shift, p.ng - 1) : g0;
+    const bool second = U == 2 || kc + 32 < p.k; /* U = 1: not the padding half of the last chunk */
+#pragma unroll
+    for (int j = 0; j < MT; j++) {
+        const int8_t *xr = p.qx + (ln.x[j] + i * (64 * U));
+#pragma unroll
+        for (int pp = 0; pp < U; pp++) {
+            xs.b[j][2 * pp] = __ldg(reinterpret_cast<const uint2 *>(xr + 8 * pp));
+            xs.b[j][2 * pp + 1] = second ? __ldg(reinterpret_cast<const uint2 *>(xr + 8 * pp + 32))
+                                         : make_uint2(0, 0);
+        }
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            xs.sx[j][e][0] = __ldg(p.sx + (ln.sx[j][e] + g0));
+            xs.sx[j][e][1] = U == 1 ? __ldg(p.sx + (ln.sx[j][e] + g1)) : xs.sx[j][e][0];
+        }
+    }
+}
+
+/* y += (sx * sw) * d for one group, without FMA; clears d. The int32 is 4d (|4d| <= 2^23, exact as
+ * a float) and the weight scale is divided by 4 (exact), so this rounds as (sx * sw) * d does. */
+template <int MT, int U>
+__device__ __forceinline__ void gv_fold(gv_acc<MT> &s, const unsigned short (&swr)[2][2],
+                                        const gv_xs<MT, U> &xs, int sel)
 {
     float swv[2];
 #pragma unroll
     for (int a = 0; a < 2; a++)
-        swv[a] = 0.25f * __half2float(__ushort_as_half(swr[a][e_sw]));
+        swv[a] = 0.25f * __half2float(__ushort_as_half(swr[a][sel]));
 #pragma unroll
     for (int j = 0; j < MT; j++) {
-        float sxv[2];
-#pragma unroll
-        for (int e = 0; e < 2; e++) {
-            const int tok = 8 * j + 2 * t + e;
-            sxv[e] = tok < p.m ? __ldg(p.sx + (long)tok * p.ng + gi) : 0.0f;
-        }
 #pragma unroll
         for (int e = 0; e < 4; e++) {
             const float f = __int2float_rn(s.d[j][e]);
-            const float sc = __fmul_rn(sxv[e & 1], swv[e >> 1]);
+            const float sc = __fmul_rn(xs.sx[j][e & 1][sel], swv[e >> 1]);
             s.y[j][e] = __fadd_rn(s.y[j][e], __fmul_rn(sc, f));
             s.d[j][e] = 0;
         }
     }
 }
 
-/* The MMAs of k-steps (p, x) for p < U of unit u from sl. xoff: the lane's activation offset
- * within a unit for p = 0, x = lo; xrow[j]: its token's activation row of n8 tile j (NULL past m).
- */
+/* The MMAs of k-steps (p, x) for p < U of one unit. */
 template <int MT, int U>
-__device__ __forceinline__ void gv_ksteps(const gv_slot<U> &sl, int x, int shl, int u, int xoff,
-                                          const int8_t *const (&xrow)[MT], gv_acc<MT> &s)
+__device__ __forceinline__ void gv_ksteps(const gv_slot<U> &sl, const gv_xs<MT, U> &xs, int x,
+                                          int shl, gv_acc<MT> &s)
 {
 #pragma unroll
     for (int pp = 0; pp < U; pp++) {
@@ -217,34 +248,33 @@ __device__ __forceinline__ void gv_ksteps(const gv_slot<U> &sl, int x, int shl, 
                 A[a][w] = x == 0 ? gv_q4(lo << 2, hi << shl) : gv_q4(lo >> 2, hi << (shl - 4));
             }
         }
-        const long code = (long)u * 64 * U + xoff + 8 * pp + 32 * x;
 #pragma unroll
         for (int j = 0; j < MT; j++) {
-            uint2 b = make_uint2(0u, 0u);
-            if (xrow[j] != nullptr)
-                b = __ldg(reinterpret_cast<const uint2 *>(xrow[j] + code));
+            const uint2 b = xs.b[j][2 * pp + x];
             gv_mma(s.d[j], A[0][0], A[1][0], A[0][1], A[1][1], b.x, b.y);
         }
     }
 }
 
-/* Computes unit u (absolute) from sl, folding at the ends of groups. */
+/* Computes relative unit i (unit ub + i) from sl, folding at the ends of groups. */
 template <int MT, int U>
-__device__ __forceinline__ void gv_compute(const gv_params &p, const gv_slot<U> &sl, int u, int shl,
-                                           int xoff, const int8_t *const (&xrow)[MT], int t,
+__device__ __forceinline__ void gv_compute(const gv_params &p, const gv_lane<MT> &ln,
+                                           const gv_slot<U> &sl, int ub, int i, int shl,
                                            gv_acc<MT> &s)
 {
-    const int kc = u * 64 * U;
-    gv_ksteps<MT, U>(sl, 0, shl, u, xoff, xrow, s);
+    gv_xs<MT, U> xs;
+    gv_load_x<MT, U>(p, ln, ub, i, xs);
+    const int u = ub + i, kc = u * 64 * U;
+    gv_ksteps<MT, U>(sl, xs, 0, shl, s);
     if (U == 1 && p.g == 32)
-        gv_fold<MT>(p, s, sl.sw, 0, kc >> 5, t);
-    if (U == 2 || kc + 32 < p.k) { /* (U = 1: not the padding half of K's last chunk) */
-        gv_ksteps<MT, U>(sl, 1, shl, u, xoff, xrow, s);
+        gv_fold<MT, U>(s, sl.sw, xs, 0);
+    if (U == 2 || kc + 32 < p.k) {
+        gv_ksteps<MT, U>(sl, xs, 1, shl, s);
         if (U == 1)
-            gv_fold<MT>(p, s, sl.sw, 1, (kc + 32) >> p.g_shift, t);
+            gv_fold<MT, U>(s, sl.sw, xs, 1);
     }
     if (U == 2 && (u + 1) % p.gu == 0)
-        gv_fold<MT>(p, s, sl.sw, 0, kc >> p.g_shift, t);
+        gv_fold<MT, U>(s, sl.sw, xs, 0);
 }
 
 template <int MT, int U>
@@ -263,20 +293,20 @@ __global__ void __launch_bounds__(32 * gv_smax(MT), 1) k_gemm_w6_gemv_kernel(con
     /* the lane's rows, bytes and tokens */
     const int lo_off = U == 2 ? 48 * r + 16 * h : 16 * h + 8 * r; /* low-plane bytes in a unit */
     const int hoff = 32 - 16 * h; /* high-plane bytes minus low-plane bytes (both U) */
-    const uint8_t *wrow[2];
-    const uint16_t *srow[2];
+    const int xoff = U == 2 ? 64 * r + 16 * h : 16 * h + 8 * r;
+    gv_lane<MT> ln;
 #pragma unroll
     for (int a = 0; a < 2; a++) {
-        const int row = n0 + q + 8 * a;
-        wrow[a] = row < p.n ? p.packed + (long)row * p.row_bytes + lo_off : nullptr;
-        srow[a] = row < p.n ? p.sw + (long)row * p.ng : nullptr;
+        const int row = min(n0 + q + 8 * a, p.n - 1);
+        ln.w[a] = p.packed + (long)row * p.row_bytes + lo_off + (long)ub * (48 * U);
+        ln.s[a] = row * p.ng;
     }
-    const int xoff = U == 2 ? 64 * r + 16 * h : 16 * h + 8 * r;
-    const int8_t *xrow[MT];
 #pragma unroll
     for (int j = 0; j < MT; j++) {
-        const int tok = 8 * j + q;
-        xrow[j] = tok < p.m ? p.qx + (long)tok * p.k : nullptr;
+        ln.x[j] = min(8 * j + q, p.m - 1) * p.k + xoff + ub * (64 * U);
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+            ln.sx[j][e] = min(8 * j + 2 * t + e, p.m - 1) * p.ng;
     }
     const int shl = 6 - 2 * h; /* lo k-step: field h to bits 6..7; hi: field h + 2 (shl - 4) */
 
@@ -290,22 +320,26 @@ __global__ void __launch_bounds__(32 * gv_smax(MT), 1) k_gemm_w6_gemv_kernel(con
         }
     }
 
+    /* The ring: unit i + D - 1 is requested before unit i is computed. Requests past the range
+     * re-read its last unit (in bounds, never computed), so the loads carry no guards and the full
+     * rounds no branches. */
     gv_slot<U> ring[D];
+    const int last = nu - 1; /* the host gives every warp at least one granule */
 #pragma unroll
     for (int i = 0; i < D - 1; i++)
-        if (i < nu)
-            gv_load<U>(p, ub + i, wrow, srow, hoff, ring[i]);
-    for (int base = 0; base < nu; base += D) {
+        gv_load<MT, U>(p, ln, ub, min(i, last), hoff, ring[i]);
+    int base = 0;
+    for (; base + D <= nu; base += D) {
 #pragma unroll
         for (int sl = 0; sl < D; sl++) {
-            const int i = base + sl;
-            if (i < nu) {
-                if (i + D - 1 < nu)
-                    gv_load<U>(p, ub + i + D - 1, wrow, srow, hoff, ring[(sl + D - 1) % D]);
-                gv_compute<MT, U>(p, ring[sl], ub + i, shl, xoff, xrow, t, s);
-            }
+            gv_load<MT, U>(p, ln, ub, min(base + sl + D - 1, last), hoff, ring[(sl + D - 1) % D]);
+            gv_compute<MT, U>(p, ln, ring[sl], ub, base + sl, shl, s);
         }
     }
+#pragma unroll
+    for (int sl = 0; sl < D - 1; sl++) /* the rest (fewer than D units) is in slots 0..D-2 */
+        if (base + sl < nu)
+            gv_compute<MT, U>(p, ln, ring[sl], ub, base + sl, shl, s);
 
     /* the partial of this warp: red[warp][tok][row] */
     float *red = gv_red + warp * 8 * MT * GV_RS;

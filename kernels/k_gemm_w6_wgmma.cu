@@ -16,10 +16,11 @@
  * Consumers (warpgroups 1 and 2). Each owns MH slices of 64 token rows and all 128 columns. Per
  * slice and k-tile it issues wgmma.m64n128k32.s32.s8.s8 (A = activations, B = unpacked weights,
  * both from shared memory) into 64 int32 accumulators. Where a group ends it waits and folds the
- * group sum a = 4d into fp32: f = bits(a + M) is M + a exactly (M = 1.5 * 2^23, |a| < 2^22), then
- * t = fma(f, sw / 4, -M * sw / 4) = round(sw * d) and acc = fma(sx, t, acc): three ops per
- * output and group. The two consumers take turns issuing (named barriers 1 and 2), so one folds
- * while the tensor cores run the other's MMAs.
+ * group sum a = 4d into fp32 (the token scales of the tile, staged in shared memory by the
+ * producer): f = bits(a + M) is M + a exactly (M = 1.5 * 2^23, |a| < 2^22), then t = fma(f, sw / 4,
+ * -M * sw / 4) = round(sw * d) and acc = fma(sx, t, acc): three ops per output and group. The two
+ * consumers take turns issuing (named barriers 1 and 2), so one folds while the tensor cores run
+ * the other's MMAs.
  *
  * Hand-over. mbarriers per stage: full[s] (A landed by TMA, plus 128 producer arrivals after the
  * unpack), pfull[s] (packed tile landed; the producer waits on it), empty[s] (256 consumer
@@ -77,6 +78,7 @@ struct wg_layout {
     unsigned stage_bytes; /* A tile (BM x 128) then packed tile (12288) */
     unsigned off_b;       /* two unpacked weight tiles */
     unsigned off_sw;      /* two scale tables of nslots x 64 float4 */
+    unsigned off_sx;      /* two token-scale tables of nslots x BM floats */
     unsigned off_bar;     /* full[S], pfull[S], empty[S] */
     unsigned total;       /* bytes used from the aligned base */
 };
@@ -87,7 +89,8 @@ __host__ __device__ static inline wg_layout wg_layout_of(int mh, int stages, int
     l.stage_bytes = (unsigned)(mh * 128 * WG_BK + WG_P_BYTES);
     l.off_b = (unsigned)stages * l.stage_bytes;
     l.off_sw = l.off_b + 2u * WG_B_BYTES;
-    l.off_bar = l.off_sw + 2u * (unsigned)nslots * 1024u;
+    l.off_sx = l.off_sw + 2u * (unsigned)nslots * 1024u;
+    l.off_bar = l.off_sx + 2u * (unsigned)nslots * (unsigned)(mh * 128) * 4u;
     l.total = l.off_bar + 3u * (unsigned)stages * 8u;
     return l;
 }
@@ -337,6 +340,36 @@ __device__ static __forceinline__ void wg_store_sw(float *table, int col,
     }
 }
 
+/* Token scales of rows m0 + p + 128 i (i < MH) for the NSLOTS groups of k-tile t, into px (zero
+ * past m or past the last group). */
+template <int MH, int NSLOTS>
+__device__ static __forceinline__ void wg_load_sx(const wg_params &prm, int t, int m0, int p,
+                                                  float (&px)[MH][NSLOTS])
+{
+    const int gi0 = (t * WG_BK) >> prm.log2g;
+#pragma unroll
+    for (int i = 0; i < MH; i++) {
+        const int row = m0 + p + 128 * i;
+#pragma unroll
+        for (int j = 0; j < NSLOTS; j++)
+            px[i][j] = (row < prm.m && gi0 + j < prm.ng)
+                           ? __ldg(prm.sx + (long)row * prm.ng + gi0 + j)
+                           : 0.0f;
+    }
+}
+
+/* Writes them into the token-scale table: slot j, row p + 128 i. */
+template <int MH, int NSLOTS>
+__device__ static __forceinline__ void wg_store_sx(float *table, int p,
+                                                   const float (&px)[MH][NSLOTS])
+{
+#pragma unroll
+    for (int i = 0; i < MH; i++)
+#pragma unroll
+        for (int j = 0; j < NSLOTS; j++)
+            table[j * (MH * 128) + p + 128 * i] = px[i][j];
+}
+
 /* Unpacks this thread's two chunks of the packed tile (warp pw owns rows 32 pw .. 32 pw + 31, lane
  * takes chunks lane and lane + 32 of them: row c / 2, half c % 2) into the swizzled int8 tile. */
 __device__ static __forceinline__ void wg_unpack_tile(const unsigned char *ptile,
@@ -375,6 +408,8 @@ __device__ static __forceinline__ void wg_producer(const wg_smem &sm, const CUte
             wg_issue_tile<MH>(sm, map_a, map_p, tl, m0, n0);
     unsigned pf[NSLOTS];
     wg_load_sw<BIG, NSLOTS>(prm, 0, n0, p, pf);
+    float px[MH][NSLOTS];
+    wg_load_sx<MH, NSLOTS>(prm, 0, m0, p, px);
     int s = 0;
     unsigned phase = 0;
     bool dead = false;
@@ -393,8 +428,14 @@ __device__ static __forceinline__ void wg_producer(const wg_smem &sm, const CUte
         float *table = reinterpret_cast<float *>(sm.gen + sm.lay.off_sw +
                                                  (unsigned)(t & 1) * (unsigned)prm.nslots * 1024u);
         wg_store_sw<BIG, NSLOTS>(table, p, pf);
-        if (t + 1 < n_tiles)
+        wg_store_sx<MH, NSLOTS>(reinterpret_cast<float *>(sm.gen + sm.lay.off_sx +
+                                                          (unsigned)(t & 1) * (unsigned)prm.nslots *
+                                                              (unsigned)(MH * 128) * 4u),
+                                p, px);
+        if (t + 1 < n_tiles) {
             wg_load_sw<BIG, NSLOTS>(prm, t + 1, n0, p, pf);
+            wg_load_sx<MH, NSLOTS>(prm, t + 1, m0, p, px);
+        }
         wg_fence_proxy_async(); /* generic-proxy writes of the tile, before wgmma reads them */
         wg_mbar_arrive(wg_bar_full(sm, s));
         if (++s == stages) {
@@ -500,12 +541,14 @@ __device__ static __forceinline__ void wg_consumer(const wg_smem &sm, const wg_p
         const uint32_t b_tile = sm.base + sm.lay.off_b + (unsigned)(t & 1) * WG_B_BYTES;
         const float4 *table = reinterpret_cast<const float4 *>(
             sm.gen + sm.lay.off_sw + (unsigned)(t & 1) * (unsigned)prm.nslots * 1024u);
+        const float *xtable = reinterpret_cast<const float *>(
+            sm.gen + sm.lay.off_sx +
+            (unsigned)(t & 1) * (unsigned)prm.nslots * (unsigned)(MH * 128) * 4u);
 #pragma unroll
         for (int sl = 0; sl < MH; sl++) {
             const int slice = w * MH + sl;
             const uint64_t da = wg_desc(a_tile + (unsigned)slice * 64u * 128u);
             const uint64_t db = wg_desc(b_tile);
-            const int row0 = m0 + slice * 64 + r_in;
             wg_turn_wait(w, batch);
             /* Commit groups of KPG k-steps: one weight group, or the whole tile when groups span
              * tiles. k is a multiple of g, so every commit group is complete: the MMAs of one are
@@ -523,19 +566,15 @@ __device__ static __forceinline__ void wg_consumer(const wg_smem &sm, const wg_p
                     wg_turn_pass(w, batch, n_batches);
                 const int kl = k0 + 32 * (ks0 + KPG); /* k after this commit group */
                 const bool end = (kl & (g - 1)) == 0;
-                const int gi = (kl - 1) >> prm.log2g;
+                const int slot = BIG ? 0 : (32 * ks0) >> prm.log2g;
                 float sx0 = 0.0f, sx1 = 0.0f;
-                if (end) { /* row scales, loaded while the MMAs run */
-                    if (row0 < prm.m)
-                        sx0 = __ldg(prm.sx + (long)row0 * prm.ng + gi);
-                    if (row0 + 8 < prm.m)
-                        sx1 = __ldg(prm.sx + (long)(row0 + 8) * prm.ng + gi);
+                if (end) { /* token scales (staged by the producer), read while the MMAs run */
+                    sx0 = xtable[slot * (MH * 128) + slice * 64 + r_in];
+                    sx1 = xtable[slot * (MH * 128) + slice * 64 + r_in + 8];
                 }
                 wg_wgmma_wait0(d);
-                if (end) {
-                    const int slot = BIG ? 0 : (32 * ks0) >> prm.log2g;
+                if (end)
                     wg_fold<BIG>(acc[sl], d, table + slot * 64, sx0, sx1, q);
-                }
             }
             batch++;
         }

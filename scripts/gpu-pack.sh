@@ -14,7 +14,7 @@ model=$(scripts/fetch-model.sh)
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib" "$stage/data"
-bins=$(ls build-gpu/tests/gpu/test_* build-gpu/tests/bench/bench_gemm build-gpu/runtime/flexq-ppl \
+bins=$(ls build-gpu/tests/gpu/test_* build-gpu/tests/bench/bench_gemm build-gpu/tests/bench/bench_stream build-gpu/runtime/flexq-ppl \
     build-gpu/runtime/flexq-quant build-gpu/runtime/flexq-generate build-gpu/server/flexq-serve \
     2>/dev/null | grep -v '\.p$' || true)
 for b in $bins; do

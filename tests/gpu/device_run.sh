@@ -7,6 +7,9 @@
 #            $OUT/logs.tar.gz
 #   memcheck compute-sanitizer memcheck over the backend test (every kernel kind on the model)
 #   bench    the GEMM benchmark: $OUT/gemm-<gpu>-<date>.json
+#   profile  carry .devcarry/pack — Nsight Compute over the GEMM kernels on two shapes (decode and
+#            prefill): stall reasons, memory and pipe use, $OUT/ncu-*.txt
+#   stream   carry .devcarry/pack — bench_stream: weight-read speed by access pattern alone
 #   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
 #            INT6 file quantized there: $OUT/ppl-cuda-wW.json (one JSON object per line)
 set -uo pipefail
@@ -30,7 +33,7 @@ phase_check() {
     want=$(cat .devcarry/pack/model.sha256)
     got=$(sha256sum "$FLEXQ_MODEL" | cut -d' ' -f1)
     [ "$want" = "$got" ] || { echo "model sha256 $got, want $want" | tee "$out/summary.txt"; exit 1; }
-    rm -rf "$cache/pack" && mkdir -p "$cache/pack" && tar -C "$cache/pack" -xJf .devcarry/pack/pack.tar.xz
+    unpack
     nvidia-smi > "$out/logs/nvidia-smi.txt" 2>&1
     : > "$out/summary.txt"
     local fails=0
@@ -68,6 +71,32 @@ phase_bench() {
         "$@" 2>&1 | tee "$out/bench.log" | tail -80
 }
 
+unpack() {
+    rm -rf "$cache/pack" && mkdir -p "$cache/pack" && tar -C "$cache/pack" -xJf .devcarry/pack/pack.tar.xz
+}
+
+# ncu over the kernels matching $1 while bench_gemm runs $2 (shapes) and $3 (token counts).
+profile_one() {
+    local ncu name=$1 re=$2 shapes=$3 ms=$4
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    [ -n "$ncu" ] || { echo "ncu not found"; return 1; }
+    timeout 240 "$ncu" --clock-control none -k "regex:$re" --launch-skip 3 --launch-count 1 \
+        --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+        --section SchedulerStats --section ComputeWorkloadAnalysis --section LaunchStats \
+        --section Occupancy "$bin/bench_gemm" --out /tmp/ncu-bench.json --shapes "$shapes" \
+        --ms "$ms" > "$out/ncu-$name.txt" 2>&1
+    echo "ncu $name rc=$?"
+}
+
+phase_profile() {
+    [ -d "$cache/pack/bin" ] || unpack
+    profile_one gemv-m1 gemv_kernel 8192x28672 1
+    profile_one gemv-m8 gemv_kernel 8192x28672 8
+    profile_one wgmma-m2048 wgmma 8192x28672 2048
+    grep -h -E "^  [a-z_].*\(|Duration|DRAM Throughput|Memory Throughput|L2 Cache Throughput|Stall|Issued Warp|Registers|Achieved Occupancy|Compute \(SM\)|No Eligible|Warp Cycles" \
+        "$out"/ncu-*.txt | head -120
+}
+
 phase_ppl() {
     local windows=${1:-0} text=$cache/pack/data/wikitext-2-raw-test.txt
     local flex=$cache/flex.fq6.safetensors
@@ -89,7 +118,12 @@ case "${1:-}" in
 part) phase_part "$2" ;;
 check) phase_check ;;
 memcheck) phase_memcheck ;;
+profile) phase_profile ;;
+stream)
+    [ -d "$cache/pack/bin" ] || unpack
+    "$bin/bench_stream" | tee "$out/stream.jsonl"
+    ;;
 bench) shift; phase_bench "$@" ;;
 ppl) phase_ppl "${2:-0}" ;;
-*) echo "usage: device_run.sh part 1 | check | memcheck | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
+*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
 esac
