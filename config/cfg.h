@@ -47,7 +47,9 @@ typedef enum {
     CFG_MODE_W6A16,    /* INT6 weights, fp32 activations */
     CFG_MODE_W6A8,     /* INT6 weights, 8-bit activations */
     CFG_MODE_W6A6,     /* INT6 weights, 6-bit activations */
-    CFG_MODE_FLEX      /* INT6 weights, each linear's own activation bits */
+    CFG_MODE_FLEX,     /* INT6 weights, each linear's own activation bits */
+    CFG_MODE_FP16,     /* comparison: fp16 weights and activations (cuBLAS fp16) */
+    CFG_MODE_W8A8      /* comparison: int8 per-channel weights, per-token activations */
 } cfg_mode;
 
 /* The effective configuration. Plain data: copy it by value; nothing in it is owned. */
@@ -125,7 +127,8 @@ int cfg_validate_for_serve(const cfg_config *c, char *err, size_t err_len);
 /* True when every knob of a and b holds the same value (string fields compared as strings). */
 bool cfg_equal(const cfg_config *a, const cfg_config *b);
 
-/* "cpu"/"cuda", "auto"/"fp"/"w6a16"/"w6a8"/"w6a6"/"flex"; "?" for a value out of the enum. */
+/* "cpu"/"cuda", "auto"/"fp"/"w6a16"/"w6a8"/"w6a6"/"flex"/"fp16"/"w8a8"; "?" for a value out of the
+ * enum. */
 const char *cfg_backend_name(cfg_backend b);
 const char *cfg_mode_name(cfg_mode m);
 

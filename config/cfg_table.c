@@ -14,7 +14,8 @@ _Static_assert(sizeof(cfg_mode) == sizeof(int), "enum knobs are stored as int");
 _Static_assert(sizeof(fq_log_level) == sizeof(int), "enum knobs are stored as int");
 
 static const char *const backend_names[] = {"cpu", "cuda", NULL};
-static const char *const mode_names[] = {"auto", "fp", "w6a16", "w6a8", "w6a6", "flex", NULL};
+static const char *const mode_names[] = {"auto", "fp",   "w6a16", "w6a8", "w6a6",
+                                         "flex", "fp16", "w8a8",  NULL};
 static const char *const log_level_names[] = {"debug", "info", "warn", "error", NULL};
 
 #define KIB 1024.0
@@ -57,8 +58,9 @@ static const cfg_knob knobs[] = {
     {"mode", "mode", "FLEXQ_MODE", "--mode",
      CFG_T_ENUM, "auto", 0, 0, mode_names, "MODE", "Model",
      "How the linears compute: fp = the checkpoint's weights; w6aN = INT6 weights with N-bit "
-     "activations; flex = each linear's own activation bits; auto = flex for an INT6 model "
-     "file, fp otherwise.",
+     "activations; flex = each linear's own activation bits (FlexQ INT6); fp16 and w8a8 = the "
+     "comparison baselines (fp16 weights and activations; int8 per-channel weights and "
+     "per-token activations); auto = flex for an INT6 model file, fp otherwise.",
      FIELD(mode), 0},
     {"threads", "threads", "FLEXQ_THREADS", "--threads",
      CFG_T_INT, "0", 0, 1024, NULL, "N", "Model",
@@ -179,5 +181,5 @@ const char *cfg_backend_name(cfg_backend b)
 
 const char *cfg_mode_name(cfg_mode m)
 {
-    return (unsigned)m < 6 ? mode_names[m] : "?";
+    return (unsigned)m < sizeof mode_names / sizeof mode_names[0] - 1 ? mode_names[m] : "?";
 }

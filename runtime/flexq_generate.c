@@ -26,9 +26,11 @@ typedef struct gen_args {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: flexq-generate --model FILE --prompt TEXT [--prompt TEXT ...]\n"
-               "                      [--max-tokens 64] [--ignore-eos] [--threads N]\n"
-               "                      [--mode fp|w6a16|w6a8|w6a6|flex] [--backend cpu|cuda]\n");
+    fprintf(
+        f,
+        "usage: flexq-generate --model FILE --prompt TEXT [--prompt TEXT ...]\n"
+        "                      [--max-tokens 64] [--ignore-eos] [--threads N]\n"
+        "                      [--mode fp|w6a16|w6a8|w6a6|flex|fp16|w8a8] [--backend cpu|cuda]\n");
 }
 
 /* 0: run; 1: help was printed; -1: bad arguments (already reported). */
@@ -56,7 +58,8 @@ static int parse_args(int argc, char **argv, gen_args *a)
         case 'M':
             if (rt_mode_parse(optarg, &a->mode) != 0) {
                 fprintf(stderr,
-                        "flexq-generate: unknown --mode '%s' (fp, w6a16, w6a8, w6a6, flex)\n",
+                        "flexq-generate: unknown --mode '%s' (fp, w6a16, w6a8, w6a6, flex, fp16, "
+                        "w8a8)\n",
                         optarg);
                 rc = -1;
             }

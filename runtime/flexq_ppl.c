@@ -26,11 +26,13 @@ typedef struct ppl_args {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: flexq-ppl --model FILE --text FILE [--ctx 2048] [--max-windows W]\n"
-               "                 [--mode fp|w6a16|w6a8|w6a6|flex] [--batch 512] [--threads N]\n"
-               "                 [--backend cpu|cuda]\n"
-               "  FILE: a GGUF file, an HF checkpoint directory or an INT6 model file; the w6*\n"
-               "  modes quantize a checkpoint in memory, flex needs an INT6 file (flexq-quant)\n");
+    fprintf(
+        f,
+        "usage: flexq-ppl --model FILE --text FILE [--ctx 2048] [--max-windows W]\n"
+        "                 [--mode fp|w6a16|w6a8|w6a6|flex|fp16|w8a8] [--batch 512] [--threads N]\n"
+        "                 [--backend cpu|cuda]\n"
+        "  FILE: a GGUF file, an HF checkpoint directory or an INT6 model file; the w6*\n"
+        "  modes quantize a checkpoint in memory, flex needs an INT6 file (flexq-quant)\n");
 }
 
 /* 0: run; 1: help was printed; -1: bad arguments (already reported). */
@@ -58,8 +60,10 @@ static int parse_args(int argc, char **argv, ppl_args *a)
             break;
         case 'M':
             if (rt_mode_parse(optarg, &a->mode) != 0) {
-                fprintf(stderr, "flexq-ppl: unknown --mode '%s' (fp, w6a16, w6a8, w6a6, flex)\n",
-                        optarg);
+                fprintf(
+                    stderr,
+                    "flexq-ppl: unknown --mode '%s' (fp, w6a16, w6a8, w6a6, flex, fp16, w8a8)\n",
+                    optarg);
                 rc = -1;
             }
             break;

@@ -10,6 +10,7 @@
 #include "fq_base.h"
 #include "fq_hash.h"
 #include "fq_modelfile.h"
+#include "fq_synth.h"
 #include "fq_weight.h"
 #include "rt_model.h"
 #include "rt_sensitivity.h"
@@ -23,14 +24,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define TOOL          "flexq-quant"
-#define DEFAULT_CALIB "/usr/share/games/fortunes/literature"
+#define TOOL               "flexq-quant"
+#define DEFAULT_CALIB      "/usr/share/games/fortunes/literature"
+#define DEFAULT_MODEL_FILE "SmolLM2-135M-Instruct.Q4_1.gguf" /* scripts/fetch-model.sh */
 
 typedef enum { ABITS_FLEX, ABITS_6, ABITS_8 } abits_mode;
 
 typedef struct quant_args {
     const char *in, *out, *calib, *report;
-    int32_t group; /* 0 = auto */
+    const char *synthetic; /* preset name: write a synthetic model instead of quantizing --in */
+    const char *tokenizer; /* synthetic: the checkpoint whose tokenizer it gets */
+    int32_t layers;        /* synthetic: 0 = the preset's */
+    int32_t seed;          /* synthetic */
+    int32_t group;         /* 0 = auto */
     abits_mode abits;
     rt_sens_params sens;
     int32_t threads;
@@ -44,12 +50,18 @@ static void usage(FILE *f)
             "                   [--calib TEXTFILE] [--report REPORT.json] [--threads N]\n"
             "                   [--calib-ctx 512] [--calib-windows 4] [--per-linear]\n"
             "                   [--budget PCT]\n"
+            "       flexq-quant --synthetic PRESET --out MODEL.fq6.safetensors [--dtype int6]\n"
+            "                   [--tokenizer CHECKPOINT] [--layers N] [--seed S]\n"
             "  CHECKPOINT: a GGUF file or an HF safetensors directory.\n"
             "  --abits flex runs the sensitivity analysis on the calibration text (default\n"
             "  %s): the most sensitive linear type keeps 8-bit activations,\n"
             "  or, with --budget PCT, every type (every linear with --per-linear) whose\n"
-            "  perplexity increase at A6 exceeds PCT %% of the all-A8 perplexity.\n",
-            DEFAULT_CALIB);
+            "  perplexity increase at A6 exceeds PCT %% of the all-A8 perplexity.\n"
+            "  --synthetic writes random INT6 weights of a real model's shapes (%s),\n"
+            "  for speed measurements only, with the tokenizer of --tokenizer (default: the\n"
+            "  default model, %s). The fp16 and w8a8 engine modes derive\n"
+            "  their weights from such a file at load, so --dtype is int6 only.\n",
+            DEFAULT_CALIB, fq_synth_presets(), "$FLEXQ_CACHE/" DEFAULT_MODEL_FILE);
 }
 
 static int parse_choice(const char *name, const char *v, const char *const *choices, int n,
@@ -109,6 +121,27 @@ static int parse_opt(int c, const char *v, quant_args *a)
     case 'b':
         rc = fq_cli_double(TOOL, "budget", v, 0, 1000, &a->sens.budget_pct);
         break;
+    case 'S':
+        a->synthetic = v;
+        break;
+    case 'T':
+        a->tokenizer = v;
+        break;
+    case 'L':
+        rc = fq_cli_int(TOOL, "layers", v, 1, 1024, &a->layers);
+        break;
+    case 's':
+        rc = fq_cli_int(TOOL, "seed", v, 0, INT32_MAX, &a->seed);
+        break;
+    case 'd':
+        if (strcmp(v, "int6") != 0) {
+            fprintf(stderr,
+                    "flexq-quant: --dtype %s: synthetic models are written as int6 only (the "
+                    "fp16 and w8a8 engine modes derive their weights from it at load)\n",
+                    v);
+            rc = -1;
+        }
+        break;
     default:
         return -1;
     }
@@ -129,9 +162,14 @@ static int parse_args(int argc, char **argv, quant_args *a)
                                          {"calib-windows", required_argument, 0, 'w'},
                                          {"per-linear", no_argument, 0, 'p'},
                                          {"budget", required_argument, 0, 'b'},
+                                         {"synthetic", required_argument, 0, 'S'},
+                                         {"tokenizer", required_argument, 0, 'T'},
+                                         {"layers", required_argument, 0, 'L'},
+                                         {"seed", required_argument, 0, 's'},
+                                         {"dtype", required_argument, 0, 'd'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
-    *a = (quant_args){.calib = DEFAULT_CALIB, .abits = ABITS_FLEX};
+    *a = (quant_args){.calib = DEFAULT_CALIB, .abits = ABITS_FLEX, .seed = 1};
     a->sens = rt_sens_default_params();
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -145,7 +183,9 @@ static int parse_args(int argc, char **argv, quant_args *a)
             return -1;
         }
     }
-    if (!a->in || !a->out || optind != argc) {
+    if ((a->synthetic ? a->in != NULL : !a->in) || !a->out || optind != argc) {
+        if (a->synthetic && a->in)
+            fprintf(stderr, "flexq-quant: --synthetic and --in exclude each other\n");
         usage(stderr);
         return -1;
     }
@@ -358,6 +398,59 @@ static int run(quant_args *a, char *err, size_t err_len)
     return rc;
 }
 
+/* ---- synthetic models ---- */
+
+/* The default tokenizer source: the default model where scripts/fetch-model.sh puts it. */
+static const char *default_tokenizer(char *buf, size_t len)
+{
+    const char *cache = getenv("FLEXQ_CACHE");
+    const char *home = getenv("HOME");
+    if (cache && *cache)
+        snprintf(buf, len, "%s/%s", cache, DEFAULT_MODEL_FILE);
+    else
+        snprintf(buf, len, "%s/.cache/flexq/%s", home ? home : "", DEFAULT_MODEL_FILE);
+    return buf;
+}
+
+static int run_synthetic(const quant_args *a, char *err, size_t err_len)
+{
+    const double t0 = fq_now_s();
+    char def[1024];
+    const char *tok_path = a->tokenizer ? a->tokenizer : default_tokenizer(def, sizeof def);
+    fq_tok_spec tok;
+    memset(&tok, 0, sizeof tok);
+    int rc = fq_ckpt_load_tokenizer(tok_path, &tok, err, err_len);
+    if (rc) {
+        if (!a->tokenizer)
+            fq_err_prefix(err, err_len,
+                          "default tokenizer (run scripts/fetch-model.sh, or pass "
+                          "--tokenizer CHECKPOINT): ");
+        return rc;
+    }
+    fq_synth_params sp = fq_synth_default_params();
+    sp.preset = a->synthetic;
+    sp.n_layer = a->layers;
+    sp.seed = (uint64_t)a->seed;
+    fq_ckpt *ck = NULL;
+    fq_qmodel *qm = NULL;
+    rc = fq_synth_build(&sp, &tok, &ck, &qm, err, err_len);
+    if (rc == 0)
+        rc = fq_modelfile_write(a->out, ck, qm, NULL, err, err_len);
+    if (rc == 0) {
+        quant_stats st = {0};
+        count(qm, &st);
+        struct stat sb;
+        fprintf(stderr,
+                "flexq-quant: %s: synthetic %s, %d layers, %lld linear weights, %.2f GiB, "
+                "%.1f s (random weights: for speed measurements only)\n",
+                a->out, a->synthetic, ck->cfg.n_layer, (long long)st.weights,
+                stat(a->out, &sb) == 0 ? (double)sb.st_size / 1073741824.0 : 0.0, fq_now_s() - t0);
+    }
+    fq_qmodel_destroy(qm);
+    fq_ckpt_destroy(ck);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     quant_args a;
@@ -365,7 +458,7 @@ int main(int argc, char **argv)
     if (parsed != 0)
         return parsed > 0 ? 0 : 2;
     char err[1024] = "";
-    if (run(&a, err, sizeof err) != 0) {
+    if ((a.synthetic ? run_synthetic(&a, err, sizeof err) : run(&a, err, sizeof err)) != 0) {
         fprintf(stderr, "flexq-quant: %s\n", err);
         return 1;
     }

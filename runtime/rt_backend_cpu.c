@@ -9,7 +9,10 @@
  *
  * The decoder linears follow the mode (rt_ops.h): fp32 weights; INT6 weights dequantized to fp32
  * once at create (w6a16); or the FlexQ integer path — the input rows quantized per token and group
- * (fq_act.h) and multiplied with the packed codes group by group (rt_cpu_int6.h).
+ * (fq_act.h) and multiplied with the packed codes group by group (rt_cpu_int6.h). The comparison
+ * modes: fp16 rounds the weights (once) and each linear's input rows to fp16 and multiplies in
+ * fp32; w8a8 quantizes the weights per output channel (once) and the input rows per token, both
+ * with fq_act.h's 8-bit rule over a whole row, and multiplies in int32.
  */
 #include "rt_cpu_int6.h"
 #include "rt_cpu_math.h"
@@ -37,7 +40,10 @@ struct rt_backend {
     float *k, *v;     /* [M, kv_dim] */
     float *gate, *up; /* [M, n_ff] */
     float *tmp;       /* [M, n_embd] projection output before the residual add */
-    float **deq;      /* w6a16: [n_layer * FQ_LIN_COUNT] dequantized weights */
+    float **deq;      /* w6a16, fp16: [n_layer * FQ_LIN_COUNT] fp32 weights (fp16: rounded) */
+    int8_t **w8;      /* w8a8: [n_layer * FQ_LIN_COUNT] int8 weights [n_out, n_in] */
+    float **s8;       /* w8a8: their per-channel scales [n_out] */
+    float *xr;        /* fp16: [M, widest linear input] inputs rounded to fp16 */
     int32_t *abits;   /* [n_layer * FQ_LIN_COUNT] activation bits of the integer modes */
     int8_t *qx;       /* [M, widest linear input] activation codes */
     float *sx;        /* [M, widest / 32 + 1] activation scales */
@@ -61,9 +67,18 @@ static void cpu_destroy(rt_backend *be)
                      be->k,       be->v,       be->gate, be->up, be->tmp};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
-    for (int64_t i = 0; be->deq && i < (int64_t)be->m->cfg.n_layer * FQ_LIN_COUNT; i++)
-        free(be->deq[i]);
+    for (int64_t i = 0; i < (int64_t)be->m->cfg.n_layer * FQ_LIN_COUNT; i++) {
+        if (be->deq)
+            free(be->deq[i]);
+        if (be->w8)
+            free(be->w8[i]);
+        if (be->s8)
+            free(be->s8[i]);
+    }
     free(be->deq);
+    free(be->w8);
+    free(be->s8);
+    free(be->xr);
     free(be->abits);
     free(be->qx);
     free(be->sx);
@@ -94,6 +109,8 @@ static int alloc_buffers(rt_backend *be)
     widest = widest > qd ? widest : qd;
     be->qx = fq_malloc_array(mt * widest, sizeof(int8_t));
     be->sx = fq_malloc_array(mt * (widest / 32 + 1), sizeof(float));
+    if (be->p.mode == RT_MODE_FP16 && !(be->xr = fq_malloc_array(mt * widest, sizeof(float))))
+        return FQ_ENOMEM;
     be->pos = fq_malloc_array(mt, sizeof(int32_t));
     be->seq_of = fq_malloc_array(mt, sizeof(int32_t));
     be->slot = fq_malloc_array(mt, sizeof(int64_t));
@@ -140,6 +157,46 @@ static int dequantize_all(rt_backend *be, char *err, size_t err_len)
     return 0;
 }
 
+static void round_f16(const float *x, int64_t n, float *y)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] = fq_f16_to_f32(fq_f32_to_f16(x[i]));
+}
+
+/* fp16 and w8a8: each linear's weights in the mode's format, from rt_linear_fp32. */
+static int convert_all(rt_backend *be, char *err, size_t err_len)
+{
+    const rt_model *m = be->m;
+    const int64_t n = (int64_t)m->cfg.n_layer * FQ_LIN_COUNT;
+    const bool f16 = be->p.mode == RT_MODE_FP16;
+    if (f16)
+        be->deq = fq_calloc_array((size_t)n, sizeof *be->deq);
+    else if ((be->w8 = fq_calloc_array((size_t)n, sizeof *be->w8)))
+        be->s8 = fq_calloc_array((size_t)n, sizeof *be->s8);
+    int rc = (f16 ? be->deq != NULL : be->s8 != NULL) ? 0 : FQ_ENOMEM;
+    for (int64_t i = 0; rc == 0 && i < n; i++) {
+        const rt_linear *l =
+            rt_layer_linear(&m->layers[i / FQ_LIN_COUNT], (fq_lin_type)(i % FQ_LIN_COUNT));
+        const size_t count = (size_t)l->n_out * (size_t)l->n_in;
+        const float *w = NULL;
+        float *owned = NULL;
+        if ((rc = rt_linear_fp32(l, &w, &owned)) != 0)
+            break;
+        if (f16 && (be->deq[i] = fq_malloc_array(count, sizeof(float))))
+            round_f16(w, (int64_t)count, be->deq[i]);
+        else if (!f16 && (be->w8[i] = fq_malloc_array(count, 1)) &&
+                 (be->s8[i] = fq_malloc_array((size_t)l->n_out, sizeof(float))))
+            fq_act_quantize(w, l->n_out, l->n_in, (int32_t)l->n_in, 8, be->w8[i], be->s8[i]);
+        else
+            rc = FQ_ENOMEM;
+        free(owned);
+    }
+    if (rc)
+        return fq_err(err, err_len, rc, "cpu backend: preparing the %s weights: %s",
+                      rt_mode_name(be->p.mode), fq_strerror(rc));
+    return 0;
+}
+
 static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
                       size_t err_len)
 {
@@ -163,6 +220,8 @@ static int cpu_create(const rt_model *m, const rt_backend_params *p, rt_backend 
         rc = plan_abits(be, err, err_len);
     if (rc == 0 && p->mode == RT_MODE_W6A16)
         rc = dequantize_all(be, err, err_len);
+    if (rc == 0 && (p->mode == RT_MODE_FP16 || p->mode == RT_MODE_W8A8))
+        rc = convert_all(be, err, err_len);
     if (rc) {
         cpu_destroy(be);
         return rc;
@@ -229,6 +288,17 @@ static void linear_fwd(rt_backend *be, int32_t l, fq_lin_type t, const float *x,
     if (be->p.mode == RT_MODE_FP || be->p.mode == RT_MODE_W6A16) {
         const float *w = be->p.mode == RT_MODE_FP ? lin->w : be->deq[i];
         rt_cpu_matmul(be->pool, x, m, lin->n_in, w, lin->n_out, y);
+        return;
+    }
+    if (be->p.mode == RT_MODE_FP16) {
+        round_f16(x, m * lin->n_in, be->xr);
+        rt_cpu_matmul(be->pool, be->xr, m, lin->n_in, be->deq[i], lin->n_out, y);
+        return;
+    }
+    if (be->p.mode == RT_MODE_W8A8) {
+        fq_act_quantize(x, m, lin->n_in, (int32_t)lin->n_in, 8, be->qx, be->sx);
+        rt_cpu_matmul_w8a8(be->pool, be->qx, be->sx, m, lin->n_in, be->w8[i], be->s8[i], lin->n_out,
+                           y);
         return;
     }
     const rt_q6 *q = &lin->q6;
@@ -317,8 +387,46 @@ static int cpu_forward(rt_backend *be, const rt_batch *b, float *logits, char *e
     return 0;
 }
 
-const rt_ops rt_backend_cpu_ops = {
-    .name = "cpu", .create = cpu_create, .destroy = cpu_destroy, .forward = cpu_forward};
+/* Bytes of one linear's weights as this backend holds them in its mode. */
+static int64_t linear_bytes(const rt_backend *be, const rt_linear *l)
+{
+    const int64_t nk = l->n_out * l->n_in;
+    switch (be->p.mode) {
+    case RT_MODE_W8A8:
+        return nk + 4 * l->n_out;
+    case RT_MODE_W6A8:
+    case RT_MODE_W6A6:
+    case RT_MODE_FLEX:
+        return l->n_out * (l->q6.row_bytes + 2 * (l->n_in / l->q6.group));
+    default: /* fp32 (fp, w6a16) or fp32 copies of fp16-rounded weights (fp16) */
+        return 4 * nk;
+    }
+}
+
+static void cpu_mem(const rt_backend *be, rt_backend_mem *out)
+{
+    const fq_config *c = &be->m->cfg;
+    memset(out, 0, sizeof *out);
+    for (int32_t l = 0; l < c->n_layer; l++)
+        for (int t = 0; t < FQ_LIN_COUNT; t++)
+            out->linear_bytes +=
+                linear_bytes(be, rt_layer_linear(&be->m->layers[l], (fq_lin_type)t));
+    const int64_t ve = (int64_t)c->n_vocab * c->n_embd;
+    out->weight_bytes = out->linear_bytes + 4 * ve * (c->tied_embeddings ? 1 : 2) +
+                        4 * (int64_t)c->n_embd * (2 * c->n_layer + 1);
+    out->kv_bytes = 2 * (int64_t)c->n_layer * be->n_slots * be->kv_dim * 4;
+    const int64_t mt = be->p.max_batch_tokens, qd = (int64_t)c->n_head * c->head_dim;
+    int64_t widest = c->n_ff > c->n_embd ? c->n_ff : c->n_embd;
+    widest = widest > qd ? widest : qd;
+    out->scratch_bytes = mt * 4 * (3 * (int64_t)c->n_embd + 2 * qd + 2 * be->kv_dim + 2 * c->n_ff) +
+                         mt * widest * (1 + (be->xr ? 4 : 0)) + mt * 4 * (widest / 32 + 1);
+}
+
+const rt_ops rt_backend_cpu_ops = {.name = "cpu",
+                                   .create = cpu_create,
+                                   .destroy = cpu_destroy,
+                                   .forward = cpu_forward,
+                                   .mem = cpu_mem};
 
 const rt_ops *rt_backend_find(const char *name)
 {

@@ -10,8 +10,12 @@
  * then the last residual add and the final norm of the rows whose logits are wanted (fp16),
  * lm_head with cuBLAS (fp16 in, fp32 out), and one copy of the logits back. The integer modes use
  * the INT6 GEMMs (k_gemm.h); fp and w6a16 multiply fp32 weights (the source's, or the INT6 codes
- * dequantized on the device) with cuBLAS SGEMM. Every kernel runs on the backend's stream; the
- * step ends with one synchronization.
+ * dequantized on the device) with cuBLAS SGEMM. The comparison modes: fp16 keeps fp16 weights and
+ * multiplies fp16 inputs with cuBLAS (fp32 accumulation); w8a8 keeps int8 weights with per-channel
+ * scales, quantizes each input row per token (k_w8a8.h), multiplies with cuBLAS int8 (int32 out)
+ * and scales in an epilogue; both convert their weights on the device at create from the source's
+ * fp32 weights or the dequantized INT6 codes (rt_linear_fp32's choice). Every kernel runs on the
+ * backend's stream; the step ends with one synchronization.
  */
 #include "rt_ops.h"
 
@@ -20,6 +24,7 @@
 #include "k_attn.h"
 #include "k_gemm.h"
 #include "k_ops.h"
+#include "k_w8a8.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -34,6 +39,9 @@ typedef struct cu_lin {
     uint8_t *packed;   /* [n, row_bytes] (integer modes) */
     uint16_t *sw;      /* [n, k / g] */
     float *w;          /* [n, k] fp32 (fp, w6a16) */
+    uint16_t *w16;     /* [n, k] fp16 (fp16) */
+    int8_t *w8;        /* [n, k] int8 (w8a8) */
+    float *s8;         /* [n] per-channel scales (w8a8) */
     int32_t n_part;    /* linears in the group */
     int32_t rows[3];   /* rows of each */
     int32_t bits[3];   /* activation bits of each (integer modes) */
@@ -52,6 +60,8 @@ struct rt_backend {
     cublasHandle_t cb;
     void **allocs; /* every device allocation, freed at destroy */
     int32_t n_allocs, cap_allocs;
+    int64_t alloc_bytes; /* their total */
+    rt_backend_mem mem;  /* filled at create */
     cu_layer *layers;
     float *tok_embd, *out_norm;  /* fp32 */
     uint16_t *lm_head;           /* fp16 [n_vocab, n_embd] */
@@ -60,7 +70,9 @@ struct rt_backend {
     /* step scratch, max_batch_tokens rows */
     float *x, *tmp, *hf, *qkv, *att, *gu, *logits;
     uint16_t *xn16;
-    int8_t *qx[2]; /* codes for 6 and 8 bits */
+    uint16_t *x16;  /* fp16: [max_batch_tokens, widest] linear inputs */
+    int32_t *acc32; /* w8a8: [max_batch_tokens, widest group] int32 products */
+    int8_t *qx[2];  /* codes for 6 and 8 bits */
     float *sx[2];
     void *ws;
     size_t ws_bytes;
@@ -90,6 +102,7 @@ static void *dev_alloc(rt_backend *be, size_t bytes)
     if (cudaMalloc(&p, bytes ? bytes : 16) != cudaSuccess)
         return NULL;
     be->allocs[be->n_allocs++] = p;
+    be->alloc_bytes += (int64_t)bytes;
     return p;
 }
 
@@ -120,6 +133,69 @@ static void cuda_destroy(rt_backend *be)
     free(be->seq_of);
     free(be->slot);
     free(be);
+}
+
+/* fp32 weights of one linear on the device, in tmp ([n_out, n_in]): the source's, or the INT6 codes
+ * dequantized there (the choice rt_linear_fp32 makes on the host). */
+static int fp32_on_device(rt_backend *be, const rt_linear *lin, float *tmp)
+{
+    const size_t count = (size_t)lin->n_out * (size_t)lin->n_in;
+    if (lin->w)
+        return cudaMemcpy(tmp, lin->w, count * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess
+                   ? 0
+                   : -1;
+    const size_t pb = (size_t)lin->n_out * (size_t)lin->q6.row_bytes;
+    const size_t sb = (size_t)lin->n_out * (size_t)(lin->n_in / lin->q6.group) * sizeof(uint16_t);
+    void *packed = NULL, *sw = NULL;
+    int rc =
+        cudaMalloc(&packed, pb) == cudaSuccess && cudaMalloc(&sw, sb) == cudaSuccess &&
+                cudaMemcpy(packed, lin->q6.packed, pb, cudaMemcpyHostToDevice) == cudaSuccess &&
+                cudaMemcpy(sw, lin->q6.scales, sb, cudaMemcpyHostToDevice) == cudaSuccess &&
+                k_w6_dequantize(packed, sw, (long)lin->q6.row_bytes, (int)lin->n_out,
+                                (int)lin->n_in, lin->q6.group, tmp, be->st) == 0 &&
+                cudaStreamSynchronize(be->st) == cudaSuccess
+            ? 0
+            : -1;
+    cudaFree(packed);
+    cudaFree(sw);
+    return rc;
+}
+
+/* fp16 / w8a8: the group's weights converted on the device, part by part. */
+static int upload_converted(rt_backend *be, int32_t l, const fq_lin_type *types, int32_t n,
+                            cu_lin *g, char *err, size_t err_len)
+{
+    const rt_layer *ly = &be->m->layers[l];
+    const bool f16 = be->p.mode == RT_MODE_FP16;
+    const size_t count = (size_t)g->n * (size_t)g->k;
+    if (f16)
+        g->w16 = dev_alloc(be, count * sizeof(uint16_t));
+    else if ((g->w8 = dev_alloc(be, count)))
+        g->s8 = dev_alloc(be, (size_t)g->n * sizeof(float));
+    if (f16 ? !g->w16 : !g->s8)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading layer %d", l);
+    int64_t r0 = 0;
+    for (int32_t i = 0; i < n; i++) {
+        const rt_linear *lin = rt_layer_linear(ly, types[i]);
+        float *tmp = NULL;
+        int rc = cudaMalloc((void **)&tmp, (size_t)lin->n_out * (size_t)g->k * sizeof(float)) ==
+                         cudaSuccess
+                     ? fp32_on_device(be, lin, tmp)
+                     : -1;
+        if (rc == 0)
+            rc = f16 ? k_f32_to_f16(tmp, (long)lin->n_out * g->k, g->w16 + r0 * g->k, be->st)
+                     : k_quant_rows_i8(tmp, (int)lin->n_out, g->k, g->w8 + r0 * g->k, g->s8 + r0,
+                                       be->st);
+        if (rc == 0 && cudaStreamSynchronize(be->st) != cudaSuccess)
+            rc = -1;
+        cudaFree(tmp);
+        if (rc)
+            return fq_err(err, err_len, FQ_EIO,
+                          "cuda backend: layer %d %s: converting the weights to %s failed", l,
+                          fq_lin_name(types[i]), rt_mode_name(be->p.mode));
+        r0 += lin->n_out;
+    }
+    return 0;
 }
 
 /* Uploads the linears types[0..n) of layer l as one row-concatenated group. */
@@ -158,6 +234,8 @@ static int upload_group(rt_backend *be, int32_t l, const fq_lin_type *types, int
         }
         return g->w && ok ? 0 : fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading weights");
     }
+    if (be->p.mode == RT_MODE_FP16 || be->p.mode == RT_MODE_W8A8)
+        return upload_converted(be, l, types, n, g, err, err_len);
     g->g = first->q6.group;
     g->row_bytes = first->q6.row_bytes;
     int64_t ng = g->k / g->g;
@@ -266,6 +344,13 @@ static int alloc_scratch(rt_backend *be, char *err, size_t err_len)
     be->xn16 = dev_alloc(be, mt * e * sizeof(uint16_t));
     bool ok = be->k_cache && be->v_cache && be->x && be->tmp && be->hf && be->qkv && be->att &&
               be->gu && be->logits && be->xn16;
+    if (ok && be->p.mode == RT_MODE_FP16)
+        ok = (be->x16 = dev_alloc(be, mt * widest * sizeof(uint16_t))) != NULL;
+    if (ok && be->p.mode == RT_MODE_W8A8) {
+        size_t group = qkv > 2 * f ? qkv : 2 * f;
+        group = group > e ? group : e;
+        ok = (be->acc32 = dev_alloc(be, mt * group * sizeof(int32_t))) != NULL;
+    }
     for (int i = 0; ok && i < 2; i++) {
         be->qx[i] = dev_alloc(be, mt * widest);
         be->sx[i] = dev_alloc(be, mt * (widest / 32 + 1) * sizeof(float));
@@ -345,10 +430,15 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
     }
     rc = upload_layers(be, err, err_len);
     be->p.abits = NULL; /* borrowed: not kept past create */
+    be->mem.linear_bytes =
+        be->alloc_bytes - 2 * (int64_t)m->cfg.n_layer * m->cfg.n_embd * (int64_t)sizeof(float);
     if (rc == 0)
         rc = upload_io(be, err, err_len);
+    be->mem.weight_bytes = be->alloc_bytes;
     if (rc == 0)
         rc = alloc_scratch(be, err, err_len);
+    be->mem.kv_bytes = 2 * (int64_t)m->cfg.n_layer * be->n_slots * be->kv_dim * 2;
+    be->mem.scratch_bytes = be->alloc_bytes - be->mem.weight_bytes - be->mem.kv_bytes;
     if (rc == 0 && (e = cudaStreamSynchronize(be->st)) != cudaSuccess)
         rc = cuda_fail(err, err_len, e, "uploading the model");
     if (rc) {
@@ -433,10 +523,44 @@ static int upload_meta(rt_backend *be, const rt_batch *b, step_meta *sm, char *e
     return 0;
 }
 
+/* fp16: the input rows to fp16, then cuBLAS fp16 x fp16 -> fp32. */
+static int gemm_rows_f16(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows, const float *xf,
+                         int32_t m, float *y, long ldy)
+{
+    if (k_f32_to_f16(xf, (long)m * L->k, be->x16, be->st))
+        return -1;
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s =
+        cublasGemmEx(be->cb, CUBLAS_OP_T, CUBLAS_OP_N, rows, m, L->k, &one,
+                     L->w16 + (int64_t)r0 * L->k, CUDA_R_16F, L->k, be->x16, CUDA_R_16F, L->k,
+                     &zero, y + r0, CUDA_R_32F, (int)ldy, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s == CUBLAS_STATUS_SUCCESS ? 0 : -1;
+}
+
+/* w8a8: the input rows quantized per token, cuBLAS int8 -> int32, then the scale epilogue. */
+static int gemm_rows_w8a8(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows,
+                          const float *xf, int32_t m, float *y, long ldy)
+{
+    if (k_quant_rows_i8(xf, m, L->k, be->qx[1], be->sx[1], be->st))
+        return -1;
+    const int32_t one = 1, zero = 0;
+    cublasStatus_t s =
+        cublasGemmEx(be->cb, CUBLAS_OP_T, CUBLAS_OP_N, rows, m, L->k, &one,
+                     L->w8 + (int64_t)r0 * L->k, CUDA_R_8I, L->k, be->qx[1], CUDA_R_8I, L->k, &zero,
+                     be->acc32, CUDA_R_32I, rows, CUBLAS_COMPUTE_32I, CUBLAS_GEMM_DEFAULT);
+    if (s != CUBLAS_STATUS_SUCCESS)
+        return -1;
+    return k_w8a8_epilogue(be->acc32, m, rows, be->sx[1], L->s8 + r0, y + r0, ldy, be->st);
+}
+
 /* y[:, r0 .. r0 + rows) of a group's GEMM, as the mode says. Input: codes (integer modes) or xf. */
 static int gemm_rows(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows, int bits,
                      const float *xf, int32_t m, float *y, long ldy)
 {
+    if (be->p.mode == RT_MODE_FP16)
+        return gemm_rows_f16(be, L, r0, rows, xf, m, y, ldy);
+    if (be->p.mode == RT_MODE_W8A8)
+        return gemm_rows_w8a8(be, L, r0, rows, xf, m, y, ldy);
     if (!be->int_mode) {
         const float one = 1.0f, zero = 0.0f;
         cublasStatus_t s =
@@ -607,5 +731,13 @@ static int cuda_forward(rt_backend *be, const rt_batch *b, float *logits, char *
     return e == cudaSuccess ? 0 : cuda_fail(err, err_len, e, "the step");
 }
 
-const rt_ops rt_backend_cuda_ops = {
-    .name = "cuda", .create = cuda_create, .destroy = cuda_destroy, .forward = cuda_forward};
+static void cuda_mem(const rt_backend *be, rt_backend_mem *out)
+{
+    *out = be->mem;
+}
+
+const rt_ops rt_backend_cuda_ops = {.name = "cuda",
+                                    .create = cuda_create,
+                                    .destroy = cuda_destroy,
+                                    .forward = cuda_forward,
+                                    .mem = cuda_mem};

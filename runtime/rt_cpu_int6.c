@@ -386,3 +386,40 @@ void rt_cpu_matmul_q6(rt_pool *pool, const int8_t *qx, const float *sx, int64_t 
                  .g = g};
     rt_pool_run(pool, (n + Q6_NT - 1) / Q6_NT, q6_tile_task, &t);
 }
+
+/* ---- W8A8 ---- */
+
+typedef struct w8_task {
+    const int8_t *qx, *w8;
+    const float *sx, *sw;
+    float *y;
+    int64_t m, k, n;
+} w8_task;
+
+#define W8_NT 16 /* output channels per task */
+
+static void w8_tile_task(void *ctx, int64_t idx)
+{
+    const w8_task *t = ctx;
+    const int64_t j0 = idx * W8_NT, j1 = j0 + W8_NT < t->n ? j0 + W8_NT : t->n;
+    for (int64_t j = j0; j < j1; j++) {
+        const int8_t *w = t->w8 + j * t->k;
+        for (int64_t i = 0; i < t->m; i++) {
+            const int8_t *x = t->qx + i * t->k;
+            int32_t d = 0;
+            for (int64_t c = 0; c < t->k; c++)
+                d += (int32_t)x[c] * (int32_t)w[c];
+            t->y[i * t->n + j] = (t->sx[i] * t->sw[j]) * (float)d;
+        }
+    }
+}
+
+void rt_cpu_matmul_w8a8(rt_pool *pool, const int8_t *qx, const float *sx, int64_t m, int64_t k,
+                        const int8_t *w8, const float *sw, int64_t n, float *y)
+{
+    FQ_ASSERT(k > 0 && k <= (1 << 17));
+    if (m <= 0 || n <= 0)
+        return;
+    w8_task t = {.qx = qx, .w8 = w8, .sx = sx, .sw = sw, .y = y, .m = m, .k = k, .n = n};
+    rt_pool_run(pool, (n + W8_NT - 1) / W8_NT, w8_tile_task, &t);
+}

@@ -30,4 +30,11 @@ void rt_cpu_matmul_q6(rt_pool *pool, const int8_t *qx, const float *sx, int64_t 
                       int32_t g, const uint8_t *packed, const uint16_t *sw, int64_t row_bytes,
                       int64_t n, float *y);
 
+/* The W8A8 comparison mode: y[m, n] = (sx[m] * sw[n]) * (float)d[m, n], d[m, n] = sum over k of
+ * qx[m, k] * w8[n, k] exact in int32 (k <= 2^17). qx [m, k] int8 with one fp32 scale per row (sx
+ * [m]), w8 [n, k] int8 with one per output channel (sw [n]); y [m, n] fp32, written. The
+ * CUDA backend (cuBLAS int8 + k_w8a8_epilogue) rounds the same way. */
+void rt_cpu_matmul_w8a8(rt_pool *pool, const int8_t *qx, const float *sx, int64_t m, int64_t k,
+                        const int8_t *w8, const float *sw, int64_t n, float *y);
+
 #endif /* RT_CPU_INT6_H */

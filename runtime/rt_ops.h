@@ -62,10 +62,18 @@ typedef enum {
     RT_MODE_W6A16,  /* INT6 weights dequantized to fp32, fp32 activations (weights-only error) */
     RT_MODE_W6A8,   /* INT6 weights, every linear's input quantized to 8 bits per token and group */
     RT_MODE_W6A6,   /* the same with 6-bit activations everywhere */
-    RT_MODE_FLEX    /* per-linear activation bits: params.abits, else each linear's own abits */
+    RT_MODE_FLEX,   /* per-linear activation bits: params.abits, else each linear's own abits */
+    /* Comparison modes (the baselines FlexQ is measured against, in the same engine). Their
+     * weights come from the source's fp32 weights when the model has them, else from the INT6
+     * codes dequantized (exact): */
+    RT_MODE_FP16, /* fp16 weights and fp16 linear inputs, fp32 accumulation (cuBLAS fp16) */
+    RT_MODE_W8A8  /* int8 weights per output channel, int8 inputs per token, int32 sums, then
+                     (sx * sw) * sum (SmoothQuant-style W8A8 without smoothing; cuBLAS int8) */
 } rt_mode;
 
-/* "fp", "w6a16", "w6a8", "w6a6", "flex". */
+#define RT_MODE_LAST RT_MODE_W8A8
+
+/* "fp", "w6a16", "w6a8", "w6a6", "flex", "fp16", "w8a8". */
 const char *rt_mode_name(rt_mode mode);
 /* Parses a mode name; FQ_EINVAL for an unknown one. */
 int rt_mode_parse(const char *name, rt_mode *mode);
@@ -85,12 +93,26 @@ rt_backend_params rt_backend_default_params(void);
  * needs (FQ_EINVAL naming what is missing). */
 int rt_mode_check(const rt_model *m, rt_mode mode, char *err, size_t err_len);
 
+/* The fp32 weights [n_out, n_in] of a linear the fp16 and w8a8 modes start from: the source's
+ * (borrowed, *owned NULL) or the INT6 codes dequantized into a new buffer (*owned = that buffer,
+ * caller frees). FQ_ENOMEM, or FQ_EINVAL when the linear has neither. */
+int rt_linear_fp32(const rt_linear *lin, const float **w, float **owned);
+
 /* The activation bits of linear t of a layer in the mode of p: 8 (w6a8), 6 (w6a6), p->abits or the
  * linear's own (flex: FQ_EINVAL unless 6 or 8), 0 in the fp32 modes. */
 int rt_linear_abits(const rt_model *m, const rt_backend_params *p, int32_t layer, fq_lin_type t,
                     int32_t *bits, char *err, size_t err_len);
 
 typedef struct rt_backend rt_backend;
+
+/* Where a backend's memory goes (bytes; the device's for cuda, the host's for cpu). */
+typedef struct rt_backend_mem {
+    int64_t weight_bytes;  /* every weight the backend holds in its own format: the decoder
+                              linears, the norms, embeddings and lm_head */
+    int64_t linear_bytes;  /* of which the decoder linears */
+    int64_t kv_bytes;      /* the KV cache */
+    int64_t scratch_bytes; /* activations and workspaces of one step */
+} rt_backend_mem;
 
 typedef struct rt_ops {
     const char *name;
@@ -101,6 +123,8 @@ typedef struct rt_ops {
     /* One step. logits: [rt_batch_n_logits(b), n_vocab], caller-allocated. Bad token ids, too many
      * tokens or a short block table fail with FQ_ERANGE before any cache write. */
     int (*forward)(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len);
+    /* What the backend holds (no effect on it). */
+    void (*mem)(const rt_backend *be, rt_backend_mem *out);
 } rt_ops;
 
 /* The ops table of a backend by name ("cpu", "cuda" in builds with CUDA), or NULL. */

@@ -19,6 +19,13 @@ struct rt_runner {
     rt_pool *pool; /* scores the rows of a chunk in parallel */
 };
 
+void rt_runner_mem(const rt_runner *r, rt_backend_mem *out)
+{
+    memset(out, 0, sizeof *out);
+    if (r->ops->mem)
+        r->ops->mem(r->be, out);
+}
+
 rt_greedy_params rt_greedy_default_params(void)
 {
     return (rt_greedy_params){.max_new_tokens = 32, .stop_at_eos = true};

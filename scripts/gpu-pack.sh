@@ -15,7 +15,7 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/bin" "$stage/lib" "$stage/data"
 bins=$(ls build-gpu/tests/gpu/test_* build-gpu/tests/bench/bench_gemm build-gpu/tests/bench/bench_stream build-gpu/runtime/flexq-ppl \
-    build-gpu/runtime/flexq-quant build-gpu/runtime/flexq-generate build-gpu/server/flexq-serve \
+    build-gpu/runtime/flexq-quant build-gpu/runtime/flexq-bench build-gpu/runtime/flexq-generate build-gpu/server/flexq-serve \
     2>/dev/null | grep -v '\.p$' || true)
 for b in $bins; do
     [ -x "$b" ] && [ -f "$b" ] || continue

@@ -10,6 +10,9 @@
 #   profile  carry .devcarry/pack — Nsight Compute over the GEMM kernels on two shapes (decode and
 #            prefill): stall reasons, memory and pipe use, $OUT/ncu-*.txt
 #   stream   carry .devcarry/pack — bench_stream: weight-read speed by access pattern alone
+#   e2e P [MODES]  a synthetic model of preset P (flexq-quant --synthetic, written in the cache),
+#            then flexq-bench in each mode (default: flex w8a8 fp16): $OUT/e2e-P.jsonl
+#   hf P [ARGS]  the HF transformers fp16 peer (tests/bench/hf_peer.py) on preset P: $OUT/hf-P.jsonl
 #   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
 #            INT6 file quantized there: $OUT/ppl-cuda-wW.json (one JSON object per line)
 set -uo pipefail
@@ -97,6 +100,25 @@ phase_profile() {
         "$out"/ncu-*.txt | head -120
 }
 
+phase_e2e() {
+    local preset=$1 modes=${2:-flex w8a8 fp16} file=$cache/synth-$1.fq6.safetensors
+    [ -d "$cache/pack/bin" ] || unpack
+    if [ ! -f "$file" ]; then
+        local t0=$SECONDS
+        "$bin/flexq-quant" --synthetic "$preset" --tokenizer "$FLEXQ_MODEL" --out "$file" \
+            2>&1 | tail -2 || return 1
+        echo "synthetic $preset: $((SECONDS - t0)) s"
+    fi
+    for mode in $modes; do
+        timeout 300 "$bin/flexq-bench" --model "$file" --backend cuda --mode "$mode" \
+            --label "$preset" >> "$out/e2e-$preset.jsonl" 2>> "$out/e2e-$preset.log" ||
+            echo "{\"model\": \"$preset\", \"mode\": \"$mode\", \"error\": true}" >> "$out/e2e-$preset.jsonl"
+        tail -4 "$out/e2e-$preset.log"
+    done
+    nvidia-smi --query-gpu=name,driver_version,memory.used --format=csv >> "$out/e2e-$preset.log"
+    cat "$out/e2e-$preset.jsonl"
+}
+
 phase_ppl() {
     local windows=${1:-0} text=$cache/pack/data/wikitext-2-raw-test.txt
     local flex=$cache/flex.fq6.safetensors
@@ -119,11 +141,20 @@ part) phase_part "$2" ;;
 check) phase_check ;;
 memcheck) phase_memcheck ;;
 profile) phase_profile ;;
+e2e) shift; phase_e2e "$@" ;;
+hf)
+    shift
+    p=$1
+    shift
+    PYTHONUNBUFFERED=1 timeout 560 python3 tests/bench/hf_peer.py --preset "$p" "$@" \
+        2> "$out/hf-$p.log" | tee -a "$out/hf-$p.jsonl"
+    tail -3 "$out/hf-$p.log"
+    ;;
 stream)
     [ -d "$cache/pack/bin" ] || unpack
     "$bin/bench_stream" | tee "$out/stream.jsonl"
     ;;
 bench) shift; phase_bench "$@" ;;
 ppl) phase_ppl "${2:-0}" ;;
-*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
+*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | e2e P [MODES] | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
 esac

@@ -4,12 +4,12 @@
  * first 1024 tokens of WikiText-2 ($FLEXQ_WIKITEXT; prefill in chunks of 512 tokens). The third
  * prompt is over 64 tokens, so the prefill GEMMs and the prefill attention run too.
  *
- * Asserted: in the fp32-weight modes (fp, w6a16) logits within 1e-2 and identical greedy tokens;
- * in every mode the NLL within 0.2 %. The integer modes' logits and greedy tokens are printed but
- * not asserted: there a single activation code that rounds the other way moves the logits by
- * percents (measured on the CPU reference alone: perturbing every linear's input by 1e-7 relative
- * moves w6a8 logits by 5.5 % of the largest), so only a bit-identical fp32 order could meet a
- * per-logit bound; the NLL over a thousand tokens is the stable comparison.
+ * Asserted: in the float modes (fp, w6a16, fp16) logits within 1e-2 and identical greedy tokens;
+ * in every mode the NLL within 0.2 %. The integer modes' (w6a8, w6a6, flex, w8a8) logits and greedy
+ * tokens are printed but not asserted: there a single activation code that rounds the other way
+ * moves the logits by percents (measured on the CPU reference alone: perturbing every linear's
+ * input by 1e-7 relative moves w6a8 logits by 5.5 % of the largest), so only a bit-identical fp32
+ * order could meet a per-logit bound; the NLL over a thousand tokens is the stable comparison.
  * Skips (77) without a GPU or without the model ($FLEXQ_MODEL). */
 #include "fq_base.h"
 #include "fq_weight.h"
@@ -117,7 +117,7 @@ static int check_mode(const rt_model *m, rt_mode mode, const int32_t *abits, con
         if (first_diff < 0 && cpu.greedy[i] != gpu.greedy[i])
             first_diff = i;
     }
-    bool strict = mode == RT_MODE_FP || mode == RT_MODE_W6A16;
+    bool strict = mode == RT_MODE_FP || mode == RT_MODE_W6A16 || mode == RT_MODE_FP16;
     double nll_rel = fabs(gpu.nll - cpu.nll) / cpu.nll;
     fails = (nll_rel <= 2e-3 ? 0 : 1);
     if (strict)
@@ -206,7 +206,7 @@ int main(void)
     int32_t *abits = calloc((size_t)m->cfg.n_layer * FQ_LIN_COUNT, sizeof *abits);
     for (int32_t i = 0; abits && i < m->cfg.n_layer * FQ_LIN_COUNT; i++)
         abits[i] = i % FQ_LIN_COUNT == FQ_LIN_DOWN ? 8 : 6;
-    for (int mode = RT_MODE_FP; abits && mode <= RT_MODE_FLEX; mode++)
+    for (int mode = RT_MODE_FP; abits && mode <= RT_MODE_LAST; mode++)
         fails += check_mode(m, (rt_mode)mode, abits, &ps, &tx);
     free(abits);
     free(tx.ids);

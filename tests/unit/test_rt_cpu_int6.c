@@ -232,6 +232,44 @@ static void test_rt_cpu_matmul_q6_matches_the_dequantized_fp32_product(void **st
     rt_pool_destroy(pool);
 }
 
+/* W8A8: extreme codes give exact int32 sums, and the result rounds as (sx * sw) * (float)d. */
+static void test_rt_cpu_matmul_w8a8_equals_the_reference_loop(void **state)
+{
+    (void)state;
+    rt_pool *pool = NULL;
+    assert_int_equal(rt_pool_create(2, &pool), 0);
+    const int64_t m = 5, k = 4100, n = 37;
+    int8_t *qx = malloc((size_t)(m * k)), *w8 = malloc((size_t)(n * k));
+    float *sx = malloc(sizeof(float) * (size_t)m), *sw = malloc(sizeof(float) * (size_t)n);
+    float *y = malloc(sizeof(float) * (size_t)(m * n));
+    assert_true(qx && w8 && sx && sw && y);
+    uint64_t seed = 11;
+    for (int64_t i = 0; i < m * k; i++) /* row 0 all -128: the largest sums */
+        qx[i] = i < k ? -128 : (int8_t)(frand(&seed) * 127.0f);
+    for (int64_t i = 0; i < n * k; i++)
+        w8[i] = i < k ? -128 : (int8_t)(frand(&seed) * 127.0f);
+    for (int64_t i = 0; i < m; i++)
+        sx[i] = 0.01f + fabsf(frand(&seed));
+    for (int64_t i = 0; i < n; i++)
+        sw[i] = 0.001f + fabsf(frand(&seed));
+    rt_cpu_matmul_w8a8(pool, qx, sx, m, k, w8, sw, n, y);
+    for (int64_t i = 0; i < m; i++)
+        for (int64_t j = 0; j < n; j++) {
+            int64_t d = 0;
+            for (int64_t c = 0; c < k; c++)
+                d += (int64_t)qx[i * k + c] * w8[j * k + c];
+            const float want = (sx[i] * sw[j]) * (float)d;
+            assert_true(y[i * n + j] == want);
+        }
+    assert_true(y[0] == (sx[0] * sw[0]) * (float)(128 * 128 * k));
+    free(qx);
+    free(w8);
+    free(sx);
+    free(sw);
+    free(y);
+    rt_pool_destroy(pool);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_rt_cpu_matmul_q6_large_and_unusual_shapes),
         cmocka_unit_test(test_rt_cpu_matmul_q6_extreme_codes_are_exact),
         cmocka_unit_test(test_rt_cpu_matmul_q6_matches_the_dequantized_fp32_product),
+        cmocka_unit_test(test_rt_cpu_matmul_w8a8_equals_the_reference_loop),
     };
     return cmocka_run_group_tests_name("rt_cpu_int6", tests, NULL, NULL);
 }

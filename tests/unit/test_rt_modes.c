@@ -185,6 +185,43 @@ static void test_rt_modes_int6_file_matches_in_memory_quantization(void **state)
     free(bits);
 }
 
+/* The comparison modes: fp16 rounds weights and inputs to fp16 (close to fp32), w8a8 quantizes both
+ * per row to int8 (an 8-bit-activation error like w6a8's); an INT6-only file runs both from its
+ * dequantized codes. */
+static void test_rt_modes_comparison_modes_run_their_math(void **state)
+{
+    modes_state *s = *state;
+    char err[256] = "";
+    int64_t n = (int64_t)N_TOK * s->q->cfg.n_vocab;
+    float *fp = logits_in(s->q, RT_MODE_FP, NULL, err, sizeof err);
+    float *f16 = logits_in(s->q, RT_MODE_FP16, NULL, err, sizeof err);
+    float *w8 = logits_in(s->q, RT_MODE_W8A8, NULL, err, sizeof err);
+    float *w6a16 = logits_in(s->file, RT_MODE_W6A16, NULL, err, sizeof err);
+    float *f16_file = logits_in(s->file, RT_MODE_FP16, NULL, err, sizeof err);
+    float *w8_file = logits_in(s->file, RT_MODE_W8A8, NULL, err, sizeof err);
+    assert_non_null(fp);
+    assert_non_null(f16);
+    assert_non_null(w8);
+    assert_non_null(w6a16);
+    assert_non_null(f16_file);
+    assert_non_null(w8_file);
+    double d16 = rms_rel(f16, fp, n), d8 = rms_rel(w8, fp, n), e16 = rms_rel(f16_file, w6a16, n);
+    double e8 = rms_rel(w8_file, w6a16, n);
+    printf("RMS error: fp16 vs fp %.4g, w8a8 vs fp %.4g; from the INT6 file: fp16 vs w6a16 %.4g, "
+           "w8a8 vs w6a16 %.4g\n",
+           d16, d8, e16, e8);
+    assert_true(d16 > 0 && d16 < 0.01); /* fp16 rounding: ~1e-3 of each value */
+    assert_true(d8 > 2 * d16 && d8 < 0.15);
+    assert_true(e16 > 0 && e16 < 0.01);
+    assert_true(e8 > 2 * e16 && e8 < 0.15);
+    free(fp);
+    free(f16);
+    free(w8);
+    free(w6a16);
+    free(f16_file);
+    free(w8_file);
+}
+
 static void test_rt_modes_impossible_modes_are_errors(void **state)
 {
     modes_state *s = *state;
@@ -198,6 +235,11 @@ static void test_rt_modes_impossible_modes_are_errors(void **state)
     assert_int_equal(m, RT_MODE_W6A8);
     assert_int_equal(rt_mode_parse("w4a4", &m), FQ_EINVAL);
     assert_string_equal(rt_mode_name(RT_MODE_FLEX), "flex");
+    assert_int_equal(rt_mode_parse("fp16", &m), 0);
+    assert_int_equal(m, RT_MODE_FP16);
+    assert_int_equal(rt_mode_parse("w8a8", &m), 0);
+    assert_int_equal(m, RT_MODE_W8A8);
+    assert_string_equal(rt_mode_name((rt_mode)(RT_MODE_LAST + 1)), "?");
 }
 
 int main(void)
@@ -206,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_rt_modes_error_grows_as_bits_shrink),
         cmocka_unit_test(test_rt_modes_flex_equals_fixed_bits),
         cmocka_unit_test(test_rt_modes_int6_file_matches_in_memory_quantization),
+        cmocka_unit_test(test_rt_modes_comparison_modes_run_their_math),
         cmocka_unit_test(test_rt_modes_impossible_modes_are_errors),
     };
     return cmocka_run_group_tests_name("rt_modes", tests, setup, teardown);
