@@ -109,7 +109,7 @@ static void *dev_alloc(rt_backend *be, size_t bytes)
 static void *upload(rt_backend *be, const void *src, size_t bytes)
 {
     void *d = dev_alloc(be, bytes);
-    if (d && cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice) != cudaSuccess)
+    if (d && cudaMemcpyAsync(d, src, bytes, cudaMemcpyHostToDevice, be->st) != cudaSuccess)
         return NULL;
     return d;
 }
@@ -141,21 +141,23 @@ static int fp32_on_device(rt_backend *be, const rt_linear *lin, float *tmp)
 {
     const size_t count = (size_t)lin->n_out * (size_t)lin->n_in;
     if (lin->w)
-        return cudaMemcpy(tmp, lin->w, count * sizeof(float), cudaMemcpyHostToDevice) == cudaSuccess
+        return cudaMemcpyAsync(tmp, lin->w, count * sizeof(float), cudaMemcpyHostToDevice,
+                               be->st) == cudaSuccess
                    ? 0
                    : -1;
     const size_t pb = (size_t)lin->n_out * (size_t)lin->q6.row_bytes;
     const size_t sb = (size_t)lin->n_out * (size_t)(lin->n_in / lin->q6.group) * sizeof(uint16_t);
     void *packed = NULL, *sw = NULL;
-    int rc =
-        cudaMalloc(&packed, pb) == cudaSuccess && cudaMalloc(&sw, sb) == cudaSuccess &&
-                cudaMemcpy(packed, lin->q6.packed, pb, cudaMemcpyHostToDevice) == cudaSuccess &&
-                cudaMemcpy(sw, lin->q6.scales, sb, cudaMemcpyHostToDevice) == cudaSuccess &&
-                k_w6_dequantize(packed, sw, (long)lin->q6.row_bytes, (int)lin->n_out,
-                                (int)lin->n_in, lin->q6.group, tmp, be->st) == 0 &&
-                cudaStreamSynchronize(be->st) == cudaSuccess
-            ? 0
-            : -1;
+    int rc = cudaMalloc(&packed, pb) == cudaSuccess && cudaMalloc(&sw, sb) == cudaSuccess &&
+                     cudaMemcpyAsync(packed, lin->q6.packed, pb, cudaMemcpyHostToDevice, be->st) ==
+                         cudaSuccess &&
+                     cudaMemcpyAsync(sw, lin->q6.scales, sb, cudaMemcpyHostToDevice, be->st) ==
+                         cudaSuccess &&
+                     k_w6_dequantize(packed, sw, (long)lin->q6.row_bytes, (int)lin->n_out,
+                                     (int)lin->n_in, lin->q6.group, tmp, be->st) == 0 &&
+                     cudaStreamSynchronize(be->st) == cudaSuccess
+                 ? 0
+                 : -1;
     cudaFree(packed);
     cudaFree(sw);
     return rc;
@@ -229,7 +231,8 @@ static int upload_group(rt_backend *be, int32_t l, const fq_lin_type *types, int
         for (int32_t i = 0; ok && g->w && i < n; i++) {
             const rt_linear *lin = rt_layer_linear(ly, types[i]);
             size_t bytes = (size_t)lin->n_out * (size_t)g->k * sizeof(float);
-            ok = cudaMemcpy(g->w + r0 * g->k, lin->w, bytes, cudaMemcpyHostToDevice) == cudaSuccess;
+            ok = cudaMemcpyAsync(g->w + r0 * g->k, lin->w, bytes, cudaMemcpyHostToDevice, be->st) ==
+                 cudaSuccess;
             r0 += lin->n_out;
         }
         return g->w && ok ? 0 : fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading weights");
@@ -246,12 +249,12 @@ static int upload_group(rt_backend *be, int32_t l, const fq_lin_type *types, int
     for (int32_t i = 0; ok && i < n; i++) {
         const rt_linear *lin = rt_layer_linear(ly, types[i]);
         ok = lin->q6.row_bytes == g->row_bytes &&
-             cudaMemcpy(g->packed + r0 * g->row_bytes, lin->q6.packed,
-                        (size_t)lin->n_out * (size_t)g->row_bytes,
-                        cudaMemcpyHostToDevice) == cudaSuccess &&
-             cudaMemcpy(g->sw + r0 * ng, lin->q6.scales,
-                        (size_t)lin->n_out * (size_t)ng * sizeof(uint16_t),
-                        cudaMemcpyHostToDevice) == cudaSuccess;
+             cudaMemcpyAsync(g->packed + r0 * g->row_bytes, lin->q6.packed,
+                             (size_t)lin->n_out * (size_t)g->row_bytes, cudaMemcpyHostToDevice,
+                             be->st) == cudaSuccess &&
+             cudaMemcpyAsync(g->sw + r0 * ng, lin->q6.scales,
+                             (size_t)lin->n_out * (size_t)ng * sizeof(uint16_t),
+                             cudaMemcpyHostToDevice, be->st) == cudaSuccess;
         r0 += lin->n_out;
     }
     if (ok && be->p.mode == RT_MODE_W6A16) {
@@ -309,7 +312,8 @@ static int upload_io(rt_backend *be, char *err, size_t err_len)
     if (m->lm_head.w != m->tok_embd) {
         if (cudaMalloc((void **)&tmp, ve * sizeof(float)) != cudaSuccess)
             return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: uploading lm_head");
-        cudaError_t e = cudaMemcpy(tmp, m->lm_head.w, ve * sizeof(float), cudaMemcpyHostToDevice);
+        cudaError_t e =
+            cudaMemcpyAsync(tmp, m->lm_head.w, ve * sizeof(float), cudaMemcpyHostToDevice, be->st);
         if (e != cudaSuccess) {
             cudaFree(tmp);
             return cuda_fail(err, err_len, e, "uploading lm_head");
