@@ -2,8 +2,9 @@
  * end-to-end benchmark (tests/bench/e2e.sh) collects for every mode and model shape.
  *
  * Decode: for each batch size B, B random prompts of --prompt tokens are prefilled, then decoded
- * together for --output tokens each (greedy, EOS ignored); decode tokens/s is B * (output - 1) over
- * the time from the first generated token to the last (the prefill and the first token excluded).
+ * together for --output tokens each (greedy, EOS ignored); decode tokens/s counts the tokens made
+ * after every sequence has its first one (from then on every step is pure decode; before, later
+ * prompts are still being prefilled in chunks) over the time they took.
  * Prefill: --prefill-seqs prompts of --prefill tokens, prefilled in chunks of the step size with
  * one token generated; prefill tokens/s is their tokens over that time. A warm-up run of each shape
  * comes first. Memory: what the backend holds (weights in its format, KV cache, scratch).
@@ -142,9 +143,16 @@ static int parse_args(int argc, char **argv, bench_args *a, bool *mode_given)
 
 /* ---- timing ---- */
 
+/* Token times of one run. Prompts are prefilled in chunks of the step size, so with several
+ * sequences the first ones start decoding while later ones still prefill: the decode rate counts
+ * only the tokens after every sequence has its first token (from then on every step is pure
+ * decode). */
 typedef struct tok_clock {
     double first, last; /* times of the first and the last generated token */
-    int64_t n;
+    double all_first;   /* when the last sequence got its first token */
+    int64_t n, n_at_all_first;
+    int32_t n_seqs, n_started;
+    bool *started; /* [n_seqs] */
 } tok_clock;
 
 static int on_token(void *ud, int32_t seq, int32_t token)
@@ -154,9 +162,22 @@ static int on_token(void *ud, int32_t seq, int32_t token)
     if (tc->n++ == 0)
         tc->first = now;
     tc->last = now;
-    (void)seq;
+    if (seq >= 0 && seq < tc->n_seqs && !tc->started[seq]) {
+        tc->started[seq] = true;
+        if (++tc->n_started == tc->n_seqs) {
+            tc->all_first = now;
+            tc->n_at_all_first = tc->n;
+        }
+    }
     (void)token;
     return 0;
+}
+
+/* Tokens per second of the pure decode steps. */
+static double decode_rate(const tok_clock *tc)
+{
+    const double dt = tc->last - tc->all_first;
+    return dt > 0 ? (double)(tc->n - tc->n_at_all_first) / dt : 0.0;
 }
 
 /* n_seqs random prompts of len tokens (ids in [n_vocab / 8, n_vocab / 2), clear of the special
@@ -204,11 +225,17 @@ static int run_once(rt_runner *r, const rt_model *m, int32_t n_seqs, int32_t len
     gp.on_token = on_token;
     gp.ud = tc;
     memset(tc, 0, sizeof *tc);
+    tc->n_seqs = n_seqs;
+    tc->started = fq_calloc_array((size_t)n_seqs, sizeof *tc->started);
+    if (!tc->started && rc == 0)
+        rc = fq_err(err, err_len, FQ_ENOMEM, "out of memory");
     *t_start = fq_now_s();
     if (rc == 0)
         rc = rt_runner_greedy(r, (const int32_t *const *)prompts, lens, n_seqs, &gp, toks, n_out,
                               NULL, err, err_len);
     free_prompts(prompts, n_seqs);
+    free(tc->started);
+    tc->started = NULL;
     free(lens);
     free(toks);
     free(n_out);
@@ -251,9 +278,9 @@ static int bench(const bench_args *a, const rt_model *m, rt_runner *r, char *err
             rc = run_once(r, m, b, a->prompt, a->output, &tc, &t0, err, err_len);
         if (rc)
             break;
-        const double decode = (double)b * (a->output - 1) / (tc.last - tc.first);
+        const double decode = decode_rate(&tc);
         fq_log(FQ_LOG_INFO, "batch %d: decode %.1f tokens/s (%.2f ms per step)", b, decode,
-               1000.0 * (tc.last - tc.first) / (a->output - 1));
+               1000.0 * b / decode);
         print_record(a, &mem, b, decode, prefill);
     }
     if (rc == 0 && a->n_batches == 0)

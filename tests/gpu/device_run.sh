@@ -5,6 +5,7 @@
 #   check    carry .devcarry/m2 and .devcarry/pack — assembles the model (sha256 checked),
 #            unpacks the binaries, runs every GPU test, writes $OUT/summary.txt and
 #            $OUT/logs.tar.gz
+#   model    carry .devcarry/m2 and .devcarry/pack — only the model assembly and the unpacking
 #   memcheck compute-sanitizer memcheck over the backend test (every kernel kind on the model)
 #   bench    the GEMM benchmark: $OUT/gemm-<gpu>-<date>.json
 #   profile  carry .devcarry/pack — Nsight Compute over the GEMM kernels on two shapes (decode and
@@ -12,6 +13,9 @@
 #   stream   carry .devcarry/pack — bench_stream: weight-read speed by access pattern alone
 #   e2e P [MODES]  a synthetic model of preset P (flexq-quant --synthetic, written in the cache),
 #            then flexq-bench in each mode (default: flex w8a8 fp16): $OUT/e2e-P.jsonl
+#   serve P  flexq-serve --backend cuda on the synthetic model of preset P (made by e2e P) under
+#            tests/bench/loadgen.py at concurrency 1, 8, 32, 64, beside flexq-bench's offline rate
+#            at the same batch sizes: $OUT/serve-P.jsonl
 #   hf P [ARGS]  the HF transformers fp16 peer (tests/bench/hf_peer.py) on preset P: $OUT/hf-P.jsonl
 #   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
 #            INT6 file quantized there: $OUT/ppl-cuda-wW.json (one JSON object per line)
@@ -31,12 +35,17 @@ phase_part() {
     cp ".devcarry/m$1/part" "$cache/part$1" && ls -la "$cache"
 }
 
-phase_check() {
+# The model from part 1 (in the cache) and part 2 (carried), sha256 checked; the pack unpacked.
+phase_model() {
     cat "$cache/part1" .devcarry/m2/part > "$FLEXQ_MODEL"
     want=$(cat .devcarry/pack/model.sha256)
     got=$(sha256sum "$FLEXQ_MODEL" | cut -d' ' -f1)
     [ "$want" = "$got" ] || { echo "model sha256 $got, want $want" | tee "$out/summary.txt"; exit 1; }
     unpack
+}
+
+phase_check() {
+    phase_model
     nvidia-smi > "$out/logs/nvidia-smi.txt" 2>&1
     : > "$out/summary.txt"
     local fails=0
@@ -119,6 +128,29 @@ phase_e2e() {
     cat "$out/e2e-$preset.jsonl"
 }
 
+phase_serve() {
+    local preset=$1 file=$cache/synth-$1.fq6.safetensors port=18123
+    [ -d "$cache/pack/bin" ] || unpack
+    [ -f "$file" ] || phase_e2e "$preset" flex > /dev/null
+    "$bin/flexq-bench" --model "$file" --backend cuda --mode flex --prefill 0 --label "$preset" \
+        > "$out/serve-offline-$preset.jsonl" 2>> "$out/serve-$preset.log" || return 1
+    "$bin/flexq-serve" --model "$file" --backend cuda --served-model-name "$preset" --port $port \
+        --max-num-seqs 64 --max-num-batched-tokens 2048 --kv-cache-memory 14GiB \
+        --max-model-len 4096 >> "$out/serve-$preset.log" 2>&1 &
+    local pid=$! i
+    for i in $(seq 1 120); do
+        python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$port/ready', timeout=1)" \
+            2> /dev/null && break
+        sleep 1
+    done
+    timeout 400 python3 tests/bench/loadgen.py --url "http://127.0.0.1:$port" --model "$preset" \
+        --offline "$out/serve-offline-$preset.jsonl" --out "$out/serve-$preset.jsonl"
+    kill -TERM $pid
+    wait $pid
+    echo "flexq-serve exit $?"
+    tail -3 "$out/serve-$preset.log"
+}
+
 phase_ppl() {
     local windows=${1:-0} text=$cache/pack/data/wikitext-2-raw-test.txt
     local flex=$cache/flex.fq6.safetensors
@@ -139,9 +171,11 @@ phase_ppl() {
 case "${1:-}" in
 part) phase_part "$2" ;;
 check) phase_check ;;
+model) phase_model && echo "model and pack ready" ;;
 memcheck) phase_memcheck ;;
 profile) phase_profile ;;
 e2e) shift; phase_e2e "$@" ;;
+serve) phase_serve "$2" ;;
 hf)
     shift
     p=$1
@@ -156,5 +190,5 @@ stream)
     ;;
 bench) shift; phase_bench "$@" ;;
 ppl) phase_ppl "${2:-0}" ;;
-*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | e2e P [MODES] | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
+*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | e2e P [MODES] | serve P | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
 esac
