@@ -16,6 +16,8 @@
 #   serve P  flexq-serve --backend cuda on the synthetic model of preset P (made by e2e P) under
 #            tests/bench/loadgen.py at concurrency 1, 8, 32, 64, beside flexq-bench's offline rate
 #            at the same batch sizes: $OUT/serve-P.jsonl
+#   stepprof P B  ncu times every kernel of decode steps at batch B on an 8-layer synthetic model of
+#            preset P (flexq-bench, mode flex): $OUT/stepprof-P-B.csv (one row per kernel launch)
 #   hf P [ARGS]  the HF transformers fp16 peer (tests/bench/hf_peer.py) on preset P: $OUT/hf-P.jsonl
 #   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
 #            INT6 file quantized there: $OUT/ppl-cuda-wW.json (one JSON object per line)
@@ -151,6 +153,21 @@ phase_serve() {
     tail -3 "$out/serve-$preset.log"
 }
 
+phase_stepprof() {
+    local preset=$1 batch=$2 file=$cache/synth8-$1.fq6.safetensors ncu
+    [ -d "$cache/pack/bin" ] || unpack
+    [ -f "$file" ] || "$bin/flexq-quant" --synthetic "$preset" --layers 8 --tokenizer "$FLEXQ_MODEL" \
+        --out "$file" 2>&1 | tail -1
+    ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+    # warm-up run: 16 prefill steps of 512 tokens (64 x 128, ~76 kernels each) then 7 decode steps: skip
+    # into its second decode step
+    timeout 400 "$ncu" --clock-control none --launch-skip 1300 --launch-count 300 --csv \
+        --metrics gpu__time_duration.sum "$bin/flexq-bench" --model "$file" --backend cuda \
+        --mode flex --batches "$batch" --prompt 128 --output 16 --prefill 0 \
+        > "$out/stepprof-$preset-$batch.csv" 2> "$out/stepprof-$preset-$batch.log"
+    echo "ncu rc=$? rows $(grep -c gpu__time_duration "$out/stepprof-$preset-$batch.csv")"
+}
+
 phase_ppl() {
     local windows=${1:-0} text=$cache/pack/data/wikitext-2-raw-test.txt
     local flex=$cache/flex.fq6.safetensors
@@ -176,6 +193,7 @@ memcheck) phase_memcheck ;;
 profile) phase_profile ;;
 e2e) shift; phase_e2e "$@" ;;
 serve) phase_serve "$2" ;;
+stepprof) phase_stepprof "$2" "$3" ;;
 hf)
     shift
     p=$1
@@ -190,5 +208,5 @@ stream)
     ;;
 bench) shift; phase_bench "$@" ;;
 ppl) phase_ppl "${2:-0}" ;;
-*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | e2e P [MODES] | serve P | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
+*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | e2e P [MODES] | serve P | stepprof P B | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
 esac
