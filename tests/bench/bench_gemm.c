@@ -1,6 +1,7 @@
 /* bench_gemm.c — the GEMM benchmark: our INT6 kernels (W6A8 and W6A6 through the dispatcher
  * k_gemm_w6; beside it the separate prefill kernels at m >= 64 and the first, shared-memory decode
- * kernel k_gemm_w6_mma_decode at m <= 64; the BTC comparison path) against
+ * kernel k_gemm_w6_mma_decode and the register-streaming k_gemm_w6_gemv at m <= 64, each named
+ * explicitly; the BTC comparison path) against
  * cuBLAS int8 (raw int32 out, and with a per-token / per-channel dequant epilogue) and cuBLAS fp16,
  * over the DESIGN §3 shapes and token counts; prints a table and writes the numbers as JSON.
  *
@@ -73,6 +74,7 @@ enum {
     KI_MMA_PREFILL,
     KI_WGMMA,
     KI_MMA_DECODE,
+    KI_GEMV,
     KI_BTC_A8,
     KI_BTC_A6,
     KI_CUBLAS_I8,
@@ -82,11 +84,21 @@ enum {
 };
 
 static const char *const kernel_names[KI_COUNT] = {
-    "int6_w6a8", "int6_w6a6", "int6_w6a8_mma_prefill", "int6_w6a8_wgmma",    "int6_w6a8_mma_decode",
-    "btc_w6a8",  "btc_w6a6",  "cublas_w8a8",           "cublas_w8a8_scaled", "cublas_fp16",
+    "int6_w6a8",
+    "int6_w6a6",
+    "int6_w6a8_mma_prefill",
+    "int6_w6a8_wgmma",
+    "int6_w6a8_mma_decode",
+    "int6_w6a8_gemv",
+    "btc_w6a8",
+    "btc_w6a6",
+    "cublas_w8a8",
+    "cublas_w8a8_scaled",
+    "cublas_fp16",
 };
 static const char *const kernel_cols[KI_COUNT] = {
-    "w6a8", "w6a6", "mma_pf", "wgmma", "mma_dec", "btc_a8", "btc_a6", "cb_i8", "cb_i8s", "cb_f16",
+    "w6a8",   "w6a6",   "mma_pf", "wgmma",  "mma_dec", "gemv",
+    "btc_a8", "btc_a6", "cb_i8",  "cb_i8s", "cb_f16",
 };
 
 typedef struct bg_shape {
@@ -567,6 +579,9 @@ static int bg_launch(const bg_bench *b, const bg_shape_state *s, const bg_run *r
     case KI_MMA_DECODE:
         return k_gemm_w6_mma_decode(s->d_qx8[xi], s->d_sx8[xi], m, w, s->d_y, s->n, s->d_ws,
                                     s->ws_bytes, b->st);
+    case KI_GEMV:
+        return k_gemm_w6_gemv(s->d_qx8[xi], s->d_sx8[xi], m, w, s->d_y, s->n, s->d_ws, s->ws_bytes,
+                              b->st);
     case KI_BTC_A8:
         return k_btc_gemm(s->d_qx8[xi], s->d_sx8[xi], m, 8, &s->bw[i % s->cb], s->d_y, s->n,
                           s->d_bws, s->bws_bytes, b->st);
@@ -1271,7 +1286,7 @@ static int bench_shape(bg_bench *b, int n, int k)
             cell[kid] = CELL_NONE;
             if ((kid == KI_MMA_PREFILL || kid == KI_WGMMA) && m < K_GEMM_DECODE_MAX_M)
                 continue;
-            if (kid == KI_MMA_DECODE && m > K_GEMM_DECODE_MAX_M)
+            if ((kid == KI_MMA_DECODE || kid == KI_GEMV) && m > K_GEMM_DECODE_MAX_M)
                 continue; /* a decode kernel: m <= 64 */
             rc = run_kernel(b, s, kid, m, &us[kid], &cell[kid]);
         }
