@@ -4,7 +4,8 @@
  * (after checking that every output's sum of |group sums| stays under 2^24, so any fp32 order is
  * exact), with random positive scales within 1e-3 of the largest |reference| of the row. Model
  * shapes (LLaMA-2 7B/13B/70B, LLaMA-3 8B with g = 128; SmolLM-like shapes with g = 64, 128, 32 and
- * odd n), m in {1, 2, 3, 4, 8, 16, 32, 64}, 8- and 6-bit activation codes, output strides ldy > n
+ * odd n), m in {1, 2, 3, 4, 8, 16, 24, 32, 40, 48, 56, 64} (every token-tile count), 8- and
+ * 6-bit activation codes, output strides ldy > n
  * (the columns past n must stay untouched). Large shapes are checked on three blocks of columns
  * (first, middle, last); the CPU reference runs once at m = 64 and its first rows serve the smaller
  * m. Then times the large shapes at m in {1, 8, 16, 64} (median of 60 launches, rotating over
@@ -348,7 +349,7 @@ static int time_m(kern kk, const shape *sh, const dev_w *dw, const dev_x *dx, in
 
 /* ---- a shape: data, references, all cases, timings ---- */
 
-static const int MS[] = {1, 2, 3, 4, 8, 16, 32, 64};
+static const int MS[] = {1, 2, 3, 4, 8, 16, 24, 32, 40, 48, 56, 64};
 #define N_MS ((int)(sizeof MS / sizeof MS[0]))
 static const int MS_TIMED[] = {1, 8, 16, 64};
 #define N_MS_TIMED ((int)(sizeof MS_TIMED / sizeof MS_TIMED[0]))
