@@ -387,6 +387,21 @@ static int cpu_forward(rt_backend *be, const rt_batch *b, float *logits, char *e
     return 0;
 }
 
+static int cpu_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
+                              size_t err_len)
+{
+    const int64_t rows = rt_batch_n_logits(b), nv = be->m->cfg.n_vocab;
+    float *logits = fq_malloc_array((size_t)(rows > 0 ? rows : 1) * (size_t)nv, sizeof *logits);
+    if (!logits)
+        return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory for %lld logits rows",
+                      (long long)rows);
+    int rc = cpu_forward(be, b, logits, err, err_len);
+    for (int64_t r = 0; rc == 0 && r < rows; r++)
+        tokens[r] = rt_argmax(logits + r * nv, (int32_t)nv);
+    free(logits);
+    return rc;
+}
+
 /* Bytes of one linear's weights as this backend holds them in its mode. */
 static int64_t linear_bytes(const rt_backend *be, const rt_linear *l)
 {
@@ -426,7 +441,8 @@ const rt_ops rt_backend_cpu_ops = {.name = "cpu",
                                    .create = cpu_create,
                                    .destroy = cpu_destroy,
                                    .forward = cpu_forward,
-                                   .mem = cpu_mem};
+                                   .mem = cpu_mem,
+                                   .forward_argmax = cpu_forward_argmax};
 
 const rt_ops *rt_backend_find(const char *name)
 {

@@ -81,6 +81,8 @@ struct rt_backend {
     size_t meta_cap; /* int32 entries */
     int32_t *pos, *seq_of;
     int64_t *slot;
+    int32_t *tok_d; /* [max_batch_tokens] argmax of each logits row (forward_argmax) */
+    int32_t *tok_h; /* pinned copy of it */
 };
 
 static int cuda_fail(char *err, size_t err_len, cudaError_t e, const char *what)
@@ -128,6 +130,7 @@ static void cuda_destroy(rt_backend *be)
     if (be->st)
         cudaStreamDestroy(be->st);
     cudaFreeHost(be->meta_h);
+    cudaFreeHost(be->tok_h);
     free(be->layers);
     free(be->pos);
     free(be->seq_of);
@@ -348,6 +351,8 @@ static int alloc_scratch(rt_backend *be, char *err, size_t err_len)
     be->xn16 = dev_alloc(be, mt * e * sizeof(uint16_t));
     bool ok = be->k_cache && be->v_cache && be->x && be->tmp && be->hf && be->qkv && be->att &&
               be->gu && be->logits && be->xn16;
+    ok = ok && (be->tok_d = dev_alloc(be, mt * sizeof(int32_t))) != NULL &&
+         cudaMallocHost((void **)&be->tok_h, mt * sizeof(int32_t)) == cudaSuccess;
     if (ok && be->p.mode == RT_MODE_FP16)
         ok = (be->x16 = dev_alloc(be, mt * widest * sizeof(uint16_t))) != NULL;
     if (ok && be->p.mode == RT_MODE_W8A8) {
@@ -710,7 +715,8 @@ static int output_logits(rt_backend *be, const step_meta *sm)
     return s == CUBLAS_STATUS_SUCCESS ? 0 : -1;
 }
 
-static int cuda_forward(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len)
+/* Everything of a step up to the logits on the device (be->logits, sm->n_rows rows). */
+static int run_step(rt_backend *be, const rt_batch *b, step_meta *sm, char *err, size_t err_len)
 {
     rt_batch_limits lim = {.max_tokens = be->p.max_batch_tokens,
                            .n_vocab = be->m->cfg.n_vocab,
@@ -718,21 +724,49 @@ static int cuda_forward(rt_backend *be, const rt_batch *b, float *logits, char *
                            .n_blocks = be->p.kv.n_blocks};
     rt_batch_plan plan = {.pos = be->pos, .seq_of = be->seq_of, .slot = be->slot};
     int rc = rt_batch_check_plan(b, &lim, &plan, err, err_len);
-    step_meta sm = {0};
     if (rc == 0)
-        rc = upload_meta(be, b, &sm, err, err_len);
+        rc = upload_meta(be, b, sm, err, err_len);
     if (rc)
         return rc;
-    if (layers_forward(be, &sm) || output_logits(be, &sm)) {
+    if (layers_forward(be, sm) || output_logits(be, sm)) {
         cudaError_t e = cudaStreamSynchronize(be->st);
         return fq_err(err, err_len, FQ_EIO, "cuda backend: a kernel or cuBLAS call failed (%s)",
                       cudaGetErrorString(e == cudaSuccess ? cudaGetLastError() : e));
     }
+    return 0;
+}
+
+static int cuda_forward(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len)
+{
+    step_meta sm = {0};
+    int rc = run_step(be, b, &sm, err, err_len);
+    if (rc)
+        return rc;
     size_t bytes = (size_t)sm.n_rows * (size_t)be->m->cfg.n_vocab * sizeof(float);
     cudaError_t e = cudaMemcpyAsync(logits, be->logits, bytes, cudaMemcpyDeviceToHost, be->st);
     if (e == cudaSuccess)
         e = cudaStreamSynchronize(be->st);
     return e == cudaSuccess ? 0 : cuda_fail(err, err_len, e, "the step");
+}
+
+/* The argmax of each row on the device (k_argmax, rt_argmax's rule); 4 bytes per row come back. */
+static int cuda_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
+                               size_t err_len)
+{
+    step_meta sm = {0};
+    int rc = run_step(be, b, &sm, err, err_len);
+    if (rc)
+        return rc;
+    if (k_argmax(be->logits, sm.n_rows, be->m->cfg.n_vocab, be->tok_d, be->st))
+        return fq_err(err, err_len, FQ_EIO, "cuda backend: the argmax kernel did not start");
+    cudaError_t e = cudaMemcpyAsync(be->tok_h, be->tok_d, (size_t)sm.n_rows * sizeof(int32_t),
+                                    cudaMemcpyDeviceToHost, be->st);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(be->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, err_len, e, "the step");
+    memcpy(tokens, be->tok_h, (size_t)sm.n_rows * sizeof(int32_t));
+    return 0;
 }
 
 static void cuda_mem(const rt_backend *be, rt_backend_mem *out)
@@ -744,4 +778,5 @@ const rt_ops rt_backend_cuda_ops = {.name = "cuda",
                                     .create = cuda_create,
                                     .destroy = cuda_destroy,
                                     .forward = cuda_forward,
-                                    .mem = cuda_mem};
+                                    .mem = cuda_mem,
+                                    .forward_argmax = cuda_forward_argmax};

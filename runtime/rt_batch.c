@@ -47,6 +47,15 @@ static int plan_seq(const rt_batch_limits *lim, const rt_seq_step *sq, int32_t s
     return 0;
 }
 
+int32_t rt_argmax(const float *v, int32_t n)
+{
+    int32_t best = -1;
+    for (int32_t i = 0; i < n; i++)
+        if (v[i] == v[i] && (best < 0 || v[i] > v[best]))
+            best = i;
+    return best < 0 ? 0 : best;
+}
+
 int rt_batch_check_plan(const rt_batch *b, const rt_batch_limits *lim, rt_batch_plan *out,
                         char *err, size_t err_len)
 {

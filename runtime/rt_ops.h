@@ -125,7 +125,17 @@ typedef struct rt_ops {
     int (*forward)(rt_backend *be, const rt_batch *b, float *logits, char *err, size_t err_len);
     /* What the backend holds (no effect on it). */
     void (*mem)(const rt_backend *be, rt_backend_mem *out);
+    /* One step as forward, returning only each logits row's rt_argmax: tokens
+     * [rt_batch_n_logits(b)], caller-allocated. Lets a backend keep the logits where it made them
+     * (cuda copies back 4 bytes per row instead of n_vocab floats). The same checks and errors as
+     * forward. */
+    int (*forward_argmax)(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
+                          size_t err_len);
 } rt_ops;
+
+/* The first index of the largest of v[0..n) (n >= 1); NaN never wins (all NaN: 0). Greedy decoding
+ * everywhere uses this rule (the CUDA k_argmax kernel too). */
+int32_t rt_argmax(const float *v, int32_t n);
 
 /* The ops table of a backend by name ("cpu", "cuda" in builds with CUDA), or NULL. */
 const rt_ops *rt_backend_find(const char *name);

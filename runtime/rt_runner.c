@@ -85,15 +85,6 @@ void rt_runner_destroy(rt_runner *r)
     free(r);
 }
 
-static int32_t argmax(const float *v, int32_t n)
-{
-    int32_t best = 0;
-    for (int32_t i = 1; i < n; i++)
-        if (v[i] > v[best])
-            best = i;
-    return best;
-}
-
 static int reserve(rt_runner *r, rt_kv_seq *seq, int64_t n_tokens, char *err, size_t err_len)
 {
     int rc = rt_kv_seq_reserve(r->kv, seq, n_tokens);
@@ -142,14 +133,14 @@ static int32_t build_step(const rt_runner *r, gen_seq *gs, const int32_t *const 
     return n;
 }
 
-static void take_token(const rt_runner *r, gen_seq *g, int32_t s, const float *row,
+/* Records sequence s's next token (row: its logits, or NULL when the backend chose it). */
+static void take_token(const rt_runner *r, gen_seq *g, int32_t s, int32_t tok, const float *row,
                        const rt_greedy_params *gp, int32_t *out, float *last_logits)
 {
     int32_t nv = r->m->cfg.n_vocab;
-    int32_t tok = argmax(row, nv);
     out[(int64_t)s * gp->max_new_tokens + g->n_gen++] = tok;
     g->next = tok;
-    if (last_logits)
+    if (last_logits && row)
         memcpy(last_logits + (int64_t)s * nv, row, (size_t)nv * sizeof(float));
     bool stop = gp->on_token && gp->on_token(gp->ud, s, tok) != 0;
     if (stop || g->n_gen == gp->max_new_tokens ||
@@ -163,8 +154,11 @@ static int greedy_loop(rt_runner *r, gen_seq *gs, const int32_t *const *prompts,
 {
     rt_seq_step *steps = fq_calloc_array((size_t)n_seqs, sizeof *steps);
     int32_t *row_of = fq_calloc_array((size_t)n_seqs, sizeof *row_of);
-    int rc = steps && row_of ? 0 : fq_err(err, err_len, FQ_ENOMEM, "out of memory");
+    int32_t *toks = fq_calloc_array((size_t)n_seqs, sizeof *toks);
+    int rc = steps && row_of && toks ? 0 : fq_err(err, err_len, FQ_ENOMEM, "out of memory");
     int32_t nv = r->m->cfg.n_vocab;
+    /* the backend picks the tokens where it can, unless the caller wants the logits */
+    const bool on_backend = r->ops->forward_argmax && !last_logits;
     for (;;) {
         if (rc)
             break;
@@ -172,17 +166,22 @@ static int greedy_loop(rt_runner *r, gen_seq *gs, const int32_t *const *prompts,
         if (n == 0)
             break;
         rt_batch b = {.seqs = steps, .n_seqs = n};
-        rc = r->ops->forward(r->be, &b, r->logits, err, err_len);
+        rc = on_backend ? r->ops->forward_argmax(r->be, &b, toks, err, err_len)
+                        : r->ops->forward(r->be, &b, r->logits, err, err_len);
         for (int32_t s = 0; s < n_seqs && rc == 0; s++) {
             if (row_of[s] < 0)
                 continue;
             gs[s].fed += steps[row_of[s]].n_tokens;
-            if (gs[s].fed >= n_prompt[s])
-                take_token(r, &gs[s], s, r->logits + (int64_t)row_of[s] * nv, gp, out, last_logits);
+            if (gs[s].fed < n_prompt[s])
+                continue;
+            const float *row = on_backend ? NULL : r->logits + (int64_t)row_of[s] * nv;
+            const int32_t tok = on_backend ? toks[row_of[s]] : rt_argmax(row, nv);
+            take_token(r, &gs[s], s, tok, row, gp, out, last_logits);
         }
     }
     free(steps);
     free(row_of);
+    free(toks);
     return rc;
 }
 
@@ -216,7 +215,7 @@ int rt_runner_greedy(rt_runner *r, const int32_t *const *prompts, const int32_t 
 /* -log softmax(row)[target], in double. */
 static double token_nll(const float *row, int32_t nv, int32_t target)
 {
-    float mx = row[argmax(row, nv)];
+    float mx = row[rt_argmax(row, nv)];
     double sum = 0.0;
     for (int32_t i = 0; i < nv; i++)
         sum += exp((double)row[i] - (double)mx);

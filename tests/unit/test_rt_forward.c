@@ -290,6 +290,61 @@ static void test_rt_forward_batched_equals_single(void **state)
     rt_runner_destroy(r);
 }
 
+/* forward_argmax gives rt_argmax of every row forward gives; the runner's greedy tokens are the
+ * same whether the backend picks them (no logits wanted) or the runner does (logits wanted). */
+static void test_rt_forward_argmax_on_the_backend(void **state)
+{
+    fwd_state *s = *state;
+    const rt_model *m = s->hf;
+    enum { N = 11 };
+    int32_t nv = m->cfg.n_vocab, tok[N], picked[N];
+    test_tokens(tok, N, nv, 5);
+    rt_backend_params bp = rt_backend_default_params();
+    bp.kv.block_size = 4;
+    bp.kv.n_blocks = 8;
+    char err[256];
+    rt_backend *b1 = NULL, *b2 = NULL;
+    assert_int_equal(rt_backend_cpu_ops.create(m, &bp, &b1, err, sizeof err), 0);
+    assert_int_equal(rt_backend_cpu_ops.create(m, &bp, &b2, err, sizeof err), 0);
+    rt_kv_seq kv = {.blocks = (int32_t[]){1, 4, 6}, .n_blocks = 3, .cap = 3};
+    rt_seq_step st = {.tokens = tok, .n_tokens = N, .pos0 = 0, .kv = &kv, .all_logits = true};
+    rt_batch b = {.seqs = &st, .n_seqs = 1};
+    float *logits = malloc((size_t)N * nv * sizeof *logits);
+    assert_int_equal(rt_backend_cpu_ops.forward(b1, &b, logits, err, sizeof err), 0);
+    assert_int_equal(rt_backend_cpu_ops.forward_argmax(b2, &b, picked, err, sizeof err), 0);
+    for (int i = 0; i < N; i++)
+        assert_int_equal(picked[i], rt_argmax(logits + (int64_t)i * nv, nv));
+    st.tokens = (int32_t[]){nv}; /* bad input fails the same way */
+    st.n_tokens = 1;
+    assert_int_equal(rt_backend_cpu_ops.forward_argmax(b2, &b, picked, err, sizeof err), FQ_ERANGE);
+    free(logits);
+    rt_backend_cpu_ops.destroy(b1);
+    rt_backend_cpu_ops.destroy(b2);
+
+    int32_t p0[7], p1[3];
+    test_tokens(p0, 7, nv, 8);
+    test_tokens(p1, 3, nv, 9);
+    const int32_t *pp[2] = {p0, p1};
+    int32_t n[2] = {7, 3}, via_logits[2 * 6], via_backend[2 * 6];
+    float *last = malloc((size_t)2 * nv * sizeof *last);
+    rt_runner *r = make_runner(m, 8, 32);
+    greedy(m, r, pp, n, 2, 6, via_logits, last);
+    greedy(m, r, pp, n, 2, 6, via_backend, NULL);
+    assert_memory_equal(via_logits, via_backend, sizeof via_logits);
+    free(last);
+    rt_runner_destroy(r);
+}
+
+static void test_rt_forward_argmax_rule(void **state)
+{
+    (void)state;
+    const float nan = NAN;
+    assert_int_equal(rt_argmax((const float[]){1, 3, 3, 2}, 4), 1);       /* first of a tie */
+    assert_int_equal(rt_argmax((const float[]){nan, -1, nan, -2}, 4), 1); /* NaN never wins */
+    assert_int_equal(rt_argmax((const float[]){nan, nan}, 2), 0);
+    assert_int_equal(rt_argmax((const float[]){-INFINITY, -INFINITY, -5}, 3), 2);
+}
+
 static void test_rt_forward_chunked_prefill_matches_one_shot(void **state)
 {
     fwd_state *s = *state;
@@ -357,6 +412,8 @@ int main(void)
         cmocka_unit_test(test_rt_forward_cached_decode_matches_recomputation),
         cmocka_unit_test(test_rt_forward_batched_equals_single),
         cmocka_unit_test(test_rt_forward_chunked_prefill_matches_one_shot),
+        cmocka_unit_test(test_rt_forward_argmax_on_the_backend),
+        cmocka_unit_test(test_rt_forward_argmax_rule),
         cmocka_unit_test(test_rt_forward_rejects_bad_input_without_side_effects),
         cmocka_unit_test(test_rt_forward_unknown_backend_is_an_error),
     };
