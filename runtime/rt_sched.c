@@ -58,6 +58,7 @@ struct rt_sched {
     int32_t n_vocab;
     int32_t eos;        /* the tokenizer's EOS, -1 when none */
     float *logits;      /* [max_num_seqs, n_vocab] one row per sequence of the batch */
+    int32_t *picked;    /* [max_num_seqs] tokens the backend chose (forward_argmax steps) */
     rt_seq_step *steps; /* [max_num_seqs] */
     rt_seq **batch;     /* [max_num_seqs] the sequence of each step row */
     rt_seq **running;   /* [max_num_seqs] admission order, oldest first */
@@ -275,7 +276,8 @@ int rt_sched_create(const rt_model *m, const rt_ops *ops, const rt_sched_params 
     s->steps = fq_calloc_array(n, sizeof *s->steps);
     s->batch = fq_calloc_array(n, sizeof *s->batch);
     s->running = fq_calloc_array(n, sizeof *s->running);
-    if (rc || !s->logits || !s->steps || !s->batch || !s->running)
+    s->picked = fq_calloc_array(n, sizeof *s->picked);
+    if (rc || !s->logits || !s->steps || !s->batch || !s->running || !s->picked)
         rc = fq_err(err, err_len, FQ_ENOMEM, "scheduler: out of memory");
     else
         rc = ops->create(m, &bp, &s->be, err, err_len);
@@ -307,6 +309,7 @@ void rt_sched_destroy(rt_sched *s)
         s->ops->destroy(s->be);
     rt_kv_destroy(s->kv);
     free(s->logits);
+    free(s->picked);
     free(s->steps);
     free(s->batch);
     free(s->running);
@@ -562,10 +565,20 @@ static void admit(rt_sched *s, int32_t *budget, double now)
 }
 
 /* Samples q's next token from its logits row, emits it, and finishes q when it is done. */
-static void take_token(rt_sched *s, rt_seq *q, float *row, double now)
+/* q's next token: sampled from its logits row, or (row NULL) the one the backend picked, which
+ * only happens for plain-greedy samplers (rt_sched_step checks). */
+static void take_token(rt_sched *s, rt_seq *q, float *row, int32_t picked, double now)
 {
     rt_sample_result res;
-    int32_t tok = rt_sampler_sample(q->smp, row, &res); /* also records tok in the sampler */
+    int32_t tok;
+    if (row) {
+        tok = rt_sampler_sample(q->smp, row, &res); /* also records tok in the sampler */
+    } else {
+        tok = picked;
+        rt_sampler_accept(q->smp, tok);
+        memset(&res, 0, sizeof res);
+        res.token = tok;
+    }
     q->tokens[seq_total(q)] = tok;
     q->n_gen++;
     s->st.n_generated_tokens++;
@@ -624,7 +637,14 @@ int rt_sched_step(rt_sched *s, char *err, size_t err_len)
         return s->n_running + s->n_waiting;
     char msg[256] = "";
     rt_batch b = {.seqs = s->steps, .n_seqs = n};
-    int rc = s->ops->forward(s->be, &b, s->logits, msg, sizeof msg);
+    /* when every sequence of the step samples a plain argmax, the backend picks the tokens where
+     * the logits are (cuda: on the device; 4 bytes per sequence come back) */
+    bool on_backend = s->ops->forward_argmax != NULL;
+    for (int32_t k = 0; k < n && on_backend; k++)
+        on_backend = rt_sampler_is_plain_greedy(s->batch[k]->smp);
+    int rc = on_backend ? s->ops->forward_argmax(s->be, &b, s->picked, msg, sizeof msg)
+                        : s->ops->forward(s->be, &b, s->logits, msg, sizeof msg);
+    s->st.n_steps_argmax += on_backend;
     s->st.n_steps++;
     for (int32_t k = 0; k < n; k++) {
         rt_seq *q = s->batch[k];
@@ -638,7 +658,8 @@ int rt_sched_step(rt_sched *s, char *err, size_t err_len)
         if (start < q->n_prompt)
             s->st.n_prompt_tokens += (end < q->n_prompt ? end : q->n_prompt) - start;
         if (end == seq_total(q))
-            take_token(s, q, s->logits + (int64_t)k * s->n_vocab, fq_now_s());
+            take_token(s, q, on_backend ? NULL : s->logits + (int64_t)k * s->n_vocab, s->picked[k],
+                       fq_now_s());
     }
     if (rc)
         return fq_err(err, err_len, rc, "forward step of %d sequences: %s", n, msg);

@@ -754,6 +754,54 @@ static void test_rt_sched_seeded_sampling_is_reproducible(void **state)
     free(bc);
 }
 
+/* Steps whose sequences all sample a plain argmax let the backend pick the tokens
+ * (forward_argmax); a step with any other sampler takes the logits. The tokens are the runner's
+ * either way. */
+static void test_rt_sched_greedy_steps_pick_on_the_backend(void **state)
+{
+    sched_state *st = *state;
+    int32_t nv = st->m->cfg.n_vocab, pa[9], pb[6], want_a[12], want_b[4];
+    test_tokens(pa, 9, nv, 31);
+    test_tokens(pb, 6, nv, 32);
+    runner_greedy(st->m, pa, 9, 12, want_a);
+    runner_greedy(st->m, pb, 6, 4, want_b);
+    rt_sched_params p = rt_sched_default_params();
+    p.n_threads = 2;
+    rt_sched *s = make_sched(st->m, &p);
+    collector a = {0};
+    submit(s, pa, 9, 12, &a);
+    run_until_idle(s);
+    rt_sched_stats s1;
+    rt_sched_stats_get(s, &s1);
+    assert_int_equal(s1.n_steps, 12);
+    assert_int_equal(s1.n_steps_argmax, 12);
+    assert_memory_equal(a.tokens, want_a, sizeof want_a);
+
+    collector a2 = {0}, b = {0};
+    submit(s, pa, 9, 12, &a2);
+    rt_request req = greedy_request(); /* greedy, but it wants logprobs: needs the logits */
+    req.prompt = pb;
+    req.n_prompt = 6;
+    req.max_tokens = 4;
+    req.ignore_eos = true;
+    req.sampling.logprobs = 0;
+    req.on_event = on_event;
+    req.ud = &b;
+    char err[256] = "";
+    assert_int_equal(rt_sched_submit(s, &req, &b.id, err, sizeof err), 0);
+    run_until_idle(s);
+    rt_sched_stats s2;
+    rt_sched_stats_get(s, &s2);
+    assert_int_equal(s2.n_steps - s1.n_steps, 12); /* both in every step from the first */
+    assert_int_equal(s2.n_steps_argmax - s1.n_steps_argmax, 8); /* a2 alone after b's 4 */
+    assert_memory_equal(a2.tokens, want_a, sizeof want_a);
+    assert_memory_equal(b.tokens, want_b, sizeof want_b);
+    for (int i = 0; i < 4; i++)
+        assert_true(b.logprobs[i] <= 0.0f);
+    assert_all_blocks_free(s);
+    rt_sched_destroy(s);
+}
+
 /* The CPU backend, failing with FQ_EIO ("device lost") any step that reaches position 30. */
 static int failing_forward(rt_backend *be, const rt_batch *b, float *logits, char *err,
                            size_t err_len)
@@ -866,6 +914,7 @@ int main(void)
         cmocka_unit_test(test_rt_sched_eos_finishes_unless_ignored),
         cmocka_unit_test(test_rt_sched_seeded_sampling_is_reproducible),
         cmocka_unit_test(test_rt_sched_forward_error_fails_that_batch_only),
+        cmocka_unit_test(test_rt_sched_greedy_steps_pick_on_the_backend),
         cmocka_unit_test(test_rt_sched_rejects_bad_requests_and_reentry),
     };
     return cmocka_run_group_tests_name("rt_sched", tests, setup, teardown);
