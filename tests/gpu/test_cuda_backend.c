@@ -10,6 +10,8 @@
  * moves the logits by percents (measured on the CPU reference alone: perturbing every linear's
  * input by 1e-7 relative moves w6a8 logits by 5.5 % of the largest), so only a bit-identical fp32
  * order could meet a per-logit bound; the NLL over a thousand tokens is the stable comparison.
+ * Then, on the GPU alone, batch invariance: the prompts' greedy tokens decoded alone against inside
+ * a batch of 32 (asserted in the float modes, printed in the integer ones: check_batch says why).
  * Skips (77) without a GPU or without the model ($FLEXQ_MODEL). */
 #include "fq_base.h"
 #include "fq_weight.h"
@@ -139,6 +141,64 @@ out:
 }
 
 /* The first N_TEXT tokens of WikiText-2 (CR stripped, rows joined with blank lines). */
+#define N_BATCH 32
+
+/* Greedy tokens of the prompts decoded alone (batch 1 each) against the same prompts inside a batch
+ * of N_BATCH (the prompts cycled), on the GPU. Asserted in the float modes (fp, w6a16, fp16);
+ * printed in the integer modes, where the GEMMs still pick kernels and split-K by the number of
+ * tokens (batch 1 decodes at m = 1, the batch at m = 32; the batch's prefill runs the wgmma kernel)
+ * so fp32 sums differ in order and a flipped activation code can change a token. */
+static int check_batch(const rt_model *m, rt_mode mode, const int32_t *abits, const prompt_set *ps)
+{
+    char err[512] = "";
+    rt_backend_params bp = rt_backend_default_params();
+    bp.mode = mode;
+    bp.abits = mode == RT_MODE_FLEX ? abits : NULL;
+    int32_t longest = 0;
+    for (int i = 0; i < N_PROMPTS; i++)
+        longest = ps->n[i] > longest ? ps->n[i] : longest;
+    bp.kv.n_blocks = N_BATCH * ((longest + N_GEN + bp.kv.block_size - 1) / bp.kv.block_size + 1);
+    int32_t *alone = calloc(N_PROMPTS * N_GEN, sizeof *alone);
+    int32_t *batch = calloc((size_t)N_BATCH * N_GEN, sizeof *batch);
+    const int32_t *ids[N_BATCH];
+    int32_t n[N_BATCH], n_out[N_BATCH];
+    for (int i = 0; i < N_BATCH; i++) {
+        ids[i] = ps->ids[i % N_PROMPTS];
+        n[i] = ps->n[i % N_PROMPTS];
+    }
+    rt_greedy_params gp = rt_greedy_default_params();
+    gp.max_new_tokens = N_GEN;
+    gp.stop_at_eos = false;
+    rt_runner *r = NULL;
+    int rc = alone && batch ? rt_runner_create(m, "cuda", &bp, &r, err, sizeof err) : FQ_ENOMEM;
+    for (int i = 0; rc == 0 && i < N_PROMPTS; i++)
+        rc = rt_runner_greedy(r, &ids[i], &n[i], 1, &gp, alone + i * N_GEN, n_out, NULL, err,
+                              sizeof err);
+    if (rc == 0)
+        rc = rt_runner_greedy(r, ids, n, N_BATCH, &gp, batch, n_out, NULL, err, sizeof err);
+    rt_runner_destroy(r);
+    int fails = rc ? 1 : 0, same = 0, seqs_same = 0;
+    for (int s = 0; rc == 0 && s < N_BATCH; s++) {
+        int eq = 0;
+        for (int t = 0; t < N_GEN; t++)
+            eq += batch[s * N_GEN + t] == alone[(s % N_PROMPTS) * N_GEN + t];
+        same += eq;
+        seqs_same += eq == N_GEN;
+    }
+    const bool strict = mode == RT_MODE_FP || mode == RT_MODE_W6A16 || mode == RT_MODE_FP16;
+    if (rc == 0 && strict && seqs_same != N_BATCH)
+        fails = 1;
+    if (rc)
+        printf("FAIL mode %s batch %d: %s\n", rt_mode_name(mode), N_BATCH, err);
+    else
+        printf("%s mode %-5s batch 1 vs %d: %d/%d sequences and %d/%d tokens equal%s\n",
+               fails ? "FAIL" : "ok  ", rt_mode_name(mode), N_BATCH, seqs_same, N_BATCH, same,
+               N_BATCH * N_GEN, strict ? "" : " (not asserted)");
+    free(alone);
+    free(batch);
+    return fails;
+}
+
 static int encode_text(const rt_model *m, const char *path, text_ids *tx)
 {
     FILE *f = fopen(path, "rb");
@@ -208,6 +268,9 @@ int main(void)
         abits[i] = i % FQ_LIN_COUNT == FQ_LIN_DOWN ? 8 : 6;
     for (int mode = RT_MODE_FP; abits && mode <= RT_MODE_LAST; mode++)
         fails += check_mode(m, (rt_mode)mode, abits, &ps, &tx);
+    static const rt_mode batch_modes[] = {RT_MODE_FP, RT_MODE_FP16, RT_MODE_FLEX, RT_MODE_W8A8};
+    for (size_t i = 0; abits && i < sizeof batch_modes / sizeof batch_modes[0]; i++)
+        fails += check_batch(m, batch_modes[i], abits, &ps);
     free(abits);
     free(tx.ids);
     for (int i = 0; i < N_PROMPTS; i++)
