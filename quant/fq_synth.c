@@ -12,9 +12,12 @@
 #include "fq_pack.h"
 
 #include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define SY_STD      0.02f /* spread of the synthetic weights and embeddings */
 #define SY_GROUP    128
@@ -148,7 +151,37 @@ static int sy_linear(fq_qlinear *ql, int64_t n, int64_t k, int32_t abits, uint64
     return 0;
 }
 
-static int sy_qmodel(const fq_config *c, uint64_t seed, fq_qmodel **out)
+/* The linears of a model, shared by the workers: each takes the next index until none is left. */
+typedef struct sy_work {
+    const fq_config *c;
+    fq_qmodel *qm;
+    uint64_t seed;
+    atomic_long next;
+    atomic_int rc; /* the first failure, 0 while none */
+} sy_work;
+
+static void *sy_worker(void *arg)
+{
+    sy_work *w = arg;
+    const long n = (long)w->c->n_layer * FQ_LIN_COUNT;
+    for (long i = atomic_fetch_add(&w->next, 1); i < n && atomic_load(&w->rc) == 0;
+         i = atomic_fetch_add(&w->next, 1)) {
+        int64_t rows, k;
+        const int t = (int)(i % FQ_LIN_COUNT);
+        fq_lin_shape(w->c, (fq_lin_type)t, &rows, &k);
+        const int rc = sy_linear(&w->qm->lin[i], rows, k, t == FQ_LIN_DOWN ? 8 : 6,
+                                 w->seed ^ (0x51ED0000ull + (uint64_t)i * 0x100000001ull));
+        if (rc) {
+            int none = 0;
+            atomic_compare_exchange_strong(&w->rc, &none, rc);
+        }
+    }
+    return NULL;
+}
+
+#define SY_MAX_THREADS 64
+
+static int sy_qmodel(const fq_config *c, uint64_t seed, int32_t n_threads, fq_qmodel **out)
 {
     fq_qmodel *qm = calloc(1, sizeof *qm);
     if (!qm)
@@ -160,18 +193,27 @@ static int sy_qmodel(const fq_config *c, uint64_t seed, fq_qmodel **out)
         free(qm);
         return FQ_ENOMEM;
     }
-    for (int32_t l = 0; l < c->n_layer; l++)
-        for (int t = 0; t < FQ_LIN_COUNT; t++) {
-            int64_t n, k;
-            fq_lin_shape(c, (fq_lin_type)t, &n, &k);
-            const int64_t i = (int64_t)l * FQ_LIN_COUNT + t;
-            const int rc = sy_linear(&qm->lin[i], n, k, t == FQ_LIN_DOWN ? 8 : 6,
-                                     seed ^ (0x51ED0000ull + (uint64_t)i * 0x100000001ull));
-            if (rc) {
-                fq_qmodel_destroy(qm);
-                return rc;
-            }
-        }
+    if (n_threads <= 0) {
+        const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        n_threads = cpus > 0 ? (int32_t)cpus : 1;
+    }
+    n_threads = n_threads < SY_MAX_THREADS ? n_threads : SY_MAX_THREADS;
+    sy_work w = {.c = c, .qm = qm, .seed = seed};
+    atomic_init(&w.next, 0);
+    atomic_init(&w.rc, 0);
+    pthread_t tids[SY_MAX_THREADS];
+    int started = 0;
+    for (int i = 1; i < n_threads; i++) /* the caller's thread is worker 0 */
+        if (pthread_create(&tids[started], NULL, sy_worker, &w) == 0)
+            started++;
+    sy_worker(&w);
+    for (int i = 0; i < started; i++)
+        pthread_join(tids[i], NULL);
+    const int rc = atomic_load(&w.rc);
+    if (rc) {
+        fq_qmodel_destroy(qm);
+        return rc;
+    }
     *out = qm;
     return 0;
 }
@@ -272,7 +314,7 @@ int fq_synth_build(const fq_synth_params *p, fq_tok_spec *tok, fq_ckpt **ck_out,
     fq_qmodel *qm = NULL;
     rc = sy_ckpt(&ck->cfg, p->seed, ck);
     if (!rc)
-        rc = sy_qmodel(&ck->cfg, p->seed, &qm);
+        rc = sy_qmodel(&ck->cfg, p->seed, p->n_threads, &qm);
     if (!rc)
         rc = fq_ckpt_validate(ck, err, err_len);
     else

@@ -28,6 +28,8 @@ typedef struct fq_synth_params {
                            "llama-2-7b" (borrowed) */
     int32_t n_layer;    /* 0 = the preset's; else this many decoder blocks (shorter test models) */
     uint64_t seed;      /* random stream; default 1 (the same seed gives the same file) */
+    int32_t n_threads;  /* linears generated at once; 0 = one per online CPU (the bytes do not
+                           depend on it: every linear has its own stream) */
 } fq_synth_params;
 
 fq_synth_params fq_synth_default_params(void);

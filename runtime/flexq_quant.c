@@ -51,7 +51,7 @@ static void usage(FILE *f)
             "                   [--calib-ctx 512] [--calib-windows 4] [--per-linear]\n"
             "                   [--budget PCT]\n"
             "       flexq-quant --synthetic PRESET --out MODEL.fq6.safetensors [--dtype int6]\n"
-            "                   [--tokenizer CHECKPOINT] [--layers N] [--seed S]\n"
+            "                   [--tokenizer CHECKPOINT] [--layers N] [--seed S] [--threads N]\n"
             "  CHECKPOINT: a GGUF file or an HF safetensors directory.\n"
             "  --abits flex runs the sensitivity analysis on the calibration text (default\n"
             "  %s): the most sensitive linear type keeps 8-bit activations,\n"
@@ -431,6 +431,7 @@ static int run_synthetic(const quant_args *a, char *err, size_t err_len)
     sp.preset = a->synthetic;
     sp.n_layer = a->layers;
     sp.seed = (uint64_t)a->seed;
+    sp.n_threads = a->threads;
     fq_ckpt *ck = NULL;
     fq_qmodel *qm = NULL;
     rc = fq_synth_build(&sp, &tok, &ck, &qm, err, err_len);

@@ -154,6 +154,18 @@ static void test_fq_synth_seed_decides_the_bytes(void **state)
     assert_int_equal(build(s, &p, &c3, &q3), 0);
     assert_true(same_codes(q1, q2));
     assert_false(same_codes(q1, q3));
+    fq_ckpt *c4 = NULL, *c5 = NULL;
+    fq_qmodel *q4 = NULL, *q5 = NULL;
+    p.n_threads = 1; /* the thread count does not change a byte */
+    assert_int_equal(build(s, &p, &c4, &q4), 0);
+    p.n_threads = 5;
+    assert_int_equal(build(s, &p, &c5, &q5), 0);
+    assert_true(same_codes(q3, q4));
+    assert_true(same_codes(q3, q5));
+    fq_qmodel_destroy(q4);
+    fq_qmodel_destroy(q5);
+    fq_ckpt_destroy(c4);
+    fq_ckpt_destroy(c5);
     fq_qmodel_destroy(q1);
     fq_qmodel_destroy(q2);
     fq_qmodel_destroy(q3);
