@@ -77,6 +77,7 @@ phase_memcheck() {
 
 phase_bench() {
     local gpu
+    [ -d "$cache/pack/bin" ] || unpack
     gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1 | tr 'A-Z' 'a-z' |
         grep -oE 'h100|h200|a100|l40s|[a-z][0-9]+' | head -1)
     "$bin/bench_gemm" --out "$out/gemm-${gpu:-gpu}-$(date -u +%F).json" \
