@@ -1,7 +1,8 @@
 /* fq_synth.c — synthetic INT6 models of real LLaMA shapes (contract: fq_synth.h).
  *
  * Randomness: a splitmix64 counter stream per tensor (seeded by the model seed and the tensor's
- * index), so the file depends only on the seed. A code is a clipped normal: the sum of four
+ * index), so the file depends only on the seed — not on how many worker threads generate the
+ * linears (each takes the next linear from a shared counter). A code is a clipped normal: the sum of four
  * random bytes (Irwin–Hall, near-normal) scaled so that the group absmax lands near 31, the way
  * absmax scaling puts real weights there; the group's fp16 scale is 0.02 * 2.6 / 31 jittered by up
  * to ±12.5 %, so weights come out about N(0, 0.02) like trained LLaMA linears.
