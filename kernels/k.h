@@ -14,6 +14,10 @@ extern "C" {
  * error: GPU tests call this to decide to skip). Any thread. */
 int k_device_count(void);
 
+/* The calling thread's current device and its multiprocessor count, for the launchers' grid plans:
+ * 0, or -1 with the CUDA error cleared when either query fails (or reports no SMs). Any thread. */
+int k_device_current(int *dev, int *sms);
+
 /* Writes "NAME (sm_XY, N SMs, M MiB)" of device `dev` into buf; returns 0 or a negative FQ_E* code.
  * Any thread. */
 int k_device_describe(int dev, char *buf, unsigned long buf_len);

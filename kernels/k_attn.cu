@@ -22,6 +22,7 @@
  * codes and scales of fq_act.h bit for bit (amax per group, s = amax / qmax, inv = qmax / amax,
  * q = clamp(rint(x * inv))) from the very values written to out.
  */
+#include "k.h"
 #include "k_attn.h"
 
 #include <climits>
@@ -716,11 +717,9 @@ extern "C" int k_attention(const float *q, long ldq, const uint16_t *k_cache,
 
     int rc;
     if (b->max_new == 1) {
-        int dev = 0, n_sm = 132;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-            n_sm < 1)
-            n_sm = 132;
+        int dev = 0, n_sm = 0;
+        if (k_device_current(&dev, &n_sm) != 0)
+            n_sm = 132; /* plan for an H100 */
         rc = hd == 64 ? ka_decode_hd<64>(a, b->n_tokens, n_sm, stream)
                       : ka_decode_hd<128>(a, b->n_tokens, n_sm, stream);
     } else {

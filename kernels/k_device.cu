@@ -14,6 +14,19 @@ extern "C" int k_device_count(void)
     return n;
 }
 
+extern "C" int k_device_current(int *dev, int *sms)
+{
+    *dev = 0;
+    *sms = 0;
+    if (cudaGetDevice(dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(sms, cudaDevAttrMultiProcessorCount, *dev) != cudaSuccess ||
+        *sms < 1) {
+        cudaGetLastError();
+        return -1;
+    }
+    return 0;
+}
+
 extern "C" int k_device_describe(int dev, char *buf, unsigned long buf_len)
 {
     cudaDeviceProp p;

@@ -36,6 +36,7 @@
  *   layout would read 16 % faster.
  * - The host picks S (1..16, or 1..8 for m > 32) to fill the GPU with whole waves of blocks.
  */
+#include "k.h"
 #include "k_gemm.h"
 
 #include <cuda_fp16.h>
@@ -434,12 +435,8 @@ extern "C" int k_gemm_w6_gemv(const int8_t *qx, const float *sx, int m, const k_
     if (!k_gemm_w6_args_ok(qx, sx, m, K_GEMM_DECODE_MAX_M, w, y, ldy))
         return -1; /* FQ_EINVAL */
     int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        sms < 1) {
-        cudaGetLastError();
+    if (k_device_current(&dev, &sms) != 0)
         return -1;
-    }
     const int U = w->g >= 128 ? 2 : 1;
     const int mt = (m + 7) / 8;
     const int tiles = (w->n + 15) / 16;

@@ -30,6 +30,7 @@
  *   one wave with as many SMs busy as possible, then the stage length and P (2..8) to fill the
  *   shared-memory budget.
  */
+#include "k.h"
 #include "k_gemm.h"
 
 #include <cooperative_groups.h>
@@ -612,12 +613,8 @@ extern "C" int k_gemm_w6_mma_decode(const int8_t *qx, const float *sx, int m, co
     if (!k_gemm_w6_args_ok(qx, sx, m, K_GEMM_DECODE_MAX_M, w, y, ldy))
         return -1; /* FQ_EINVAL */
     int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        sms < 1) {
-        cudaGetLastError();
+    if (k_device_current(&dev, &sms) != 0)
         return -1;
-    }
     w6m_plan pl;
     w6m_plan_make(m, w->n, w->k, w->g, sms, &pl);
     w6m_params p;

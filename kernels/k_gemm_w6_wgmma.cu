@@ -34,6 +34,7 @@
  * are folded in ascending order: deterministic. Rows past m and columns past n read zeros (TMA
  * out-of-bounds fill) and are not stored.
  */
+#include "k.h"
 #include "k_gemm.h"
 
 #include <cuda.h> /* CUtensorMap; the encoder comes through the runtime's driver entry point */
@@ -765,12 +766,8 @@ extern "C" int k_gemm_w6_wgmma(const int8_t *qx, const float *sx, int m, const k
     if (!wg_args_ok(qx, sx, m, w, y, ldy))
         return -1; /* FQ_EINVAL */
     int dev = 0, sms = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        sms < 1) {
-        cudaGetLastError();
+    if (k_device_current(&dev, &sms) != 0)
         return -1;
-    }
     wg_params prm;
     prm.sx = sx;
     prm.sw = w->sw;
