@@ -24,6 +24,7 @@
  */
 #include "k.h"
 #include "k_attn.h"
+#include "k_ptx.cuh"
 
 #include <climits>
 #include <cuda_fp16.h>
@@ -310,34 +311,11 @@ __global__ void __launch_bounds__(ka_dec_cfg<GM>::max_warps * 32)
  * Prefill
  * ------------------------------------------------------------------------------------------- */
 
-__device__ __forceinline__ uint32_t ka_smem_addr(const void *p)
-{
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16 bytes global -> shared, asynchronously; zeros when !ok (nothing is read then). */
-__device__ __forceinline__ void ka_cp_async16(void *dst, const void *src, bool ok)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(ka_smem_addr(dst)),
-                 "l"(src), "r"(ok ? 16 : 0)
-                 : "memory");
-}
-
-__device__ __forceinline__ void ka_cp_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N> __device__ __forceinline__ void ka_cp_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 __device__ __forceinline__ void ka_ldsm_x4(uint32_t r[4], const void *p)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(ka_smem_addr(p))
+                 : "r"(k_smem_addr(p))
                  : "memory");
 }
 
@@ -345,7 +323,7 @@ __device__ __forceinline__ void ka_ldsm_x4_t(uint32_t r[4], const void *p)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(ka_smem_addr(p))
+                 : "r"(k_smem_addr(p))
                  : "memory");
 }
 
@@ -393,10 +371,10 @@ __device__ __forceinline__ void ka_load_tile(uint16_t *tk, uint16_t *tv, const k
             ks += off;
             vs += off;
         }
-        ka_cp_async16(tk + row * LDS + col * 8, ks, ok);
-        ka_cp_async16(tv + row * LDS + col * 8, vs, ok);
+        k_cp_async16(k_smem_addr(tk + row * LDS + col * 8), ks, ok ? 16u : 0u);
+        k_cp_async16(k_smem_addr(tv + row * LDS + col * 8), vs, ok ? 16u : 0u);
     }
-    ka_cp_commit();
+    k_cp_async_commit();
 }
 
 /* A float pair of row `row` (or zeros when row is NULL). */
@@ -489,9 +467,9 @@ __global__ void __launch_bounds__(KA_PF_THREAD) k_attn_prefill_kernel(const k_at
         const int buf = kt & 1;
         if (kt + 1 < n_kt) {
             ka_load_tile<HD>(sk + (buf ^ 1) * TILE, sv + (buf ^ 1) * TILE, a, bt, kvh, kt + 1, ctx);
-            ka_cp_wait<1>();
+            k_cp_async_wait<1>();
         } else {
-            ka_cp_wait<0>();
+            k_cp_async_wait<0>();
         }
         __syncthreads(); /* tile kt is in shared memory for every thread */
         if (kt * KA_BK <= wmax) {

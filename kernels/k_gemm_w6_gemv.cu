@@ -38,6 +38,7 @@
  */
 #include "k.h"
 #include "k_gemm.h"
+#include "k_ptx.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -86,35 +87,11 @@ template <int U> struct gv_slot {
 
 /* ---- PTX wrappers ---- */
 
-__device__ __forceinline__ void gv_ld16(unsigned (&v)[4], const void *p)
-{
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
-                 : "l"(p));
-}
-
-__device__ __forceinline__ void gv_ld8(unsigned (&v)[2], const void *p)
-{
-    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];\n"
-                 : "=r"(v[0]), "=r"(v[1])
-                 : "l"(p));
-}
-
 __device__ __forceinline__ unsigned short gv_ldh(const uint16_t *p)
 {
     unsigned short v;
     asm volatile("ld.global.nc.u16 %0, [%1];\n" : "=h"(v) : "l"(p));
     return v;
-}
-
-/* c += A (16x32, rows) * B (32x8, columns), int8 in, int32 accumulate. */
-__device__ __forceinline__ void gv_mma(int (&c)[4], unsigned a0, unsigned a1, unsigned a2,
-                                       unsigned a3, unsigned b0, unsigned b1)
-{
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
 /* Four codes as the int8 values 4 * q: lo has the four low nibbles at bits 2..5 of its bytes, hi
@@ -149,20 +126,20 @@ __device__ __forceinline__ void gv_load(const gv_params &p, const gv_lane<MT> &l
         const uint8_t *b = ln.w[a] + i * (48 * U);
         if (U == 2) {
             unsigned v[4];
-            gv_ld16(v, b);
+            k_ld_stream16(v, b);
 #pragma unroll
             for (int j = 0; j < 4; j++)
                 sl.lo[a][j] = v[j];
-            gv_ld16(v, b + hoff);
+            k_ld_stream16(v, b + hoff);
 #pragma unroll
             for (int j = 0; j < 4; j++)
                 sl.hi[a][j] = v[j];
         } else {
             unsigned v[2];
-            gv_ld8(v, b);
+            k_ld_stream8(v, b);
             sl.lo[a][0] = v[0];
             sl.lo[a][1] = v[1];
-            gv_ld8(v, b + hoff);
+            k_ld_stream8(v, b + hoff);
             sl.hi[a][0] = v[0];
             sl.hi[a][1] = v[1];
         }
@@ -252,7 +229,7 @@ __device__ __forceinline__ void gv_ksteps(const gv_slot<U> &sl, const gv_xs<MT, 
 #pragma unroll
         for (int j = 0; j < MT; j++) {
             const uint2 b = xs.b[j][2 * pp + x];
-            gv_mma(s.d[j], A[0][0], A[1][0], A[0][1], A[1][1], b.x, b.y);
+            k_mma_s8(s.d[j], A[0][0], A[1][0], A[0][1], A[1][1], b.x, b.y);
         }
     }
 }

@@ -32,6 +32,7 @@
  */
 #include "k.h"
 #include "k_gemm.h"
+#include "k_ptx.cuh"
 
 #include <cooperative_groups.h>
 #include <cuda_fp16.h>
@@ -90,48 +91,30 @@ template <int MT, int RT> struct w6m_acc {
 
 /* ---- PTX wrappers ---- */
 
-__device__ __forceinline__ unsigned w6m_saddr(const void *p)
-{
-    return (unsigned)__cvta_generic_to_shared(p);
-}
-
-/* 16 bytes global -> shared, bypassing L1; src_bytes 0 zero-fills without reading. */
-__device__ __forceinline__ void w6m_cp16(void *dst, const void *src, unsigned src_bytes)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(w6m_saddr(dst)), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
-}
-
-__device__ __forceinline__ void w6m_commit(void)
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
 /* Waits until at most n (0 .. W6M_PMAX - 2) of this thread's cp.async groups are pending. */
 __device__ __forceinline__ void w6m_wait(int n)
 {
-    switch (n) {
+    switch (n) { /* the count is an immediate operand */
     case 0:
-        asm volatile("cp.async.wait_group 0;\n" ::: "memory");
+        k_cp_async_wait<0>();
         break;
     case 1:
-        asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+        k_cp_async_wait<1>();
         break;
     case 2:
-        asm volatile("cp.async.wait_group 2;\n" ::: "memory");
+        k_cp_async_wait<2>();
         break;
     case 3:
-        asm volatile("cp.async.wait_group 3;\n" ::: "memory");
+        k_cp_async_wait<3>();
         break;
     case 4:
-        asm volatile("cp.async.wait_group 4;\n" ::: "memory");
+        k_cp_async_wait<4>();
         break;
     case 5:
-        asm volatile("cp.async.wait_group 5;\n" ::: "memory");
+        k_cp_async_wait<5>();
         break;
     default:
-        asm volatile("cp.async.wait_group 6;\n" ::: "memory");
+        k_cp_async_wait<6>();
         break;
     }
 }
@@ -141,24 +124,14 @@ __device__ __forceinline__ void w6m_ldsm4(unsigned &r0, unsigned &r1, unsigned &
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(w6m_saddr(p)));
+                 : "r"(k_smem_addr(p)));
 }
 
 __device__ __forceinline__ void w6m_ldsm2(unsigned &r0, unsigned &r1, const void *p)
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
                  : "=r"(r0), "=r"(r1)
-                 : "r"(w6m_saddr(p)));
-}
-
-/* c += A (16x32, rows) * B (32x8, columns), int8 in, int32 accumulate. */
-__device__ __forceinline__ void w6m_mma(int (&c)[4], unsigned a0, unsigned a1, unsigned a2,
-                                        unsigned a3, unsigned b0, unsigned b1)
-{
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+                 : "r"(k_smem_addr(p)));
 }
 
 /* ---- unpacking, scales, fold ---- */
@@ -236,18 +209,18 @@ __device__ __forceinline__ void w6m_issue(const w6m_params &p, unsigned char *st
         if (col < nvw) {
             const int r = n0 + row;
             const bool ok = r < p.n;
-            w6m_cp16(st + row * p.sw_stride + col * 16,
-                     ok ? (const void *)(wsrc + (long)r * p.row_bytes + col * 16)
-                        : (const void *)p.packed,
-                     ok ? 16u : 0u);
+            k_cp_async16(k_smem_addr(st + row * p.sw_stride + col * 16),
+                         ok ? (const void *)(wsrc + (long)r * p.row_bytes + col * 16)
+                            : (const void *)p.packed,
+                         ok ? 16u : 0u);
         }
     }
     unsigned char *xs = st + p.w_bytes;
     for (int v = tid; v < (p.m << (4 + p.ks_shift)); v += nthreads) {
         const int tok = v >> (4 + p.ks_shift), col = v - (tok << (4 + p.ks_shift));
         if (col < nvx)
-            w6m_cp16(xs + tok * p.sx_stride + col * 16, p.qx + (long)tok * p.k + kc0 + col * 16,
-                     16u);
+            k_cp_async16(k_smem_addr(xs + tok * p.sx_stride + col * 16),
+                         p.qx + (long)tok * p.k + kc0 + col * 16, 16u);
     }
 }
 
@@ -300,8 +273,8 @@ __device__ __forceinline__ void w6m_compute(const w6m_params &p, const unsigned 
                 w6m_ldsm2(b0, b1, xb + j * 8 * p.sx_stride + c * 64 + h * 32);
 #pragma unroll
                 for (int a = 0; a < RT; a++)
-                    w6m_mma(s.d[a][j], A[a][4 * h], A[a][4 * h + 1], A[a][4 * h + 2],
-                            A[a][4 * h + 3], b0, b1);
+                    k_mma_s8(s.d[a][j], A[a][4 * h], A[a][4 * h + 1], A[a][4 * h + 2],
+                             A[a][4 * h + 3], b0, b1);
             }
             if (((koff + 32) & (p.g - 1)) == 0)
                 w6m_fold<MT, RT>(s);
@@ -359,7 +332,7 @@ __global__ void __launch_bounds__(w6m_nwmax(RT) * 32, 1) k_gemm_w6_mma_kernel(co
         if (i < nsteps)
             w6m_issue(p, w6m_smem + i * p.stage_bytes, kb + i * p.ks, ke, n0, rows_block, tid,
                       nthreads);
-        w6m_commit();
+        k_cp_async_commit();
     }
     int slot = 0; /* ring slot of step it */
     for (int it = 0; it < nsteps; it++) {
@@ -371,7 +344,7 @@ __global__ void __launch_bounds__(w6m_nwmax(RT) * 32, 1) k_gemm_w6_mma_kernel(co
             w6m_issue(p, w6m_smem + ns * p.stage_bytes, kb + nx * p.ks, ke, n0, rows_block, tid,
                       nthreads);
         }
-        w6m_commit();
+        k_cp_async_commit();
         if (active)
             w6m_compute<MT, RT>(p, w6m_smem + slot * p.stage_bytes, kb + it * p.ks, ke, wrow, row0,
                                 lane, s);

@@ -32,6 +32,7 @@
  * Deterministic: no atomics, fixed order over groups.
  */
 #include "k_gemm.h"
+#include "k_ptx.cuh"
 
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -78,31 +79,11 @@ struct w6p_plan {
 
 /* ---- PTX wrappers ---- */
 
-__device__ __forceinline__ void w6p_commit()
-{
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-
-template <int N> __device__ __forceinline__ void w6p_wait()
-{
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 __device__ __forceinline__ void w6p_ldsm4(uint32_t addr, unsigned (&r)[4])
 {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(addr));
-}
-
-/* c += a * b over one m16n8k32 tile. */
-__device__ __forceinline__ void w6p_mma(int (&c)[4], const unsigned (&a)[4], unsigned b0,
-                                        unsigned b1)
-{
-    asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-        "{%8, %9}, {%0, %1, %2, %3};\n"
-        : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 /* c = a * b + the magic bits (first step of a fold period). */
@@ -165,13 +146,6 @@ __device__ __forceinline__ w6p_plan w6p_plan_make(const w6p_args &p, int tid)
     return q;
 }
 
-__device__ __forceinline__ void w6p_cp16g(uint32_t dst, unsigned long long gsrc, int src_bytes)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gsrc),
-                 "r"(src_bytes)
-                 : "memory");
-}
-
 /* cp.async of stage s (codes 128 s ..) into the stage buffer at shared address base. */
 __device__ __forceinline__ void w6p_issue(const w6p_args &p, const w6p_plan &q, uint32_t base,
                                           int s, int tid)
@@ -181,15 +155,16 @@ __device__ __forceinline__ void w6p_issue(const w6p_args &p, const w6p_plan &q, 
     const unsigned long long a_step = 32ull * (unsigned)p.k;
 #pragma unroll
     for (int r = 0; r < 4; r++)
-        w6p_cp16g(base + q.a_dst + r * 32 * W6P_BK, q.a_src + kc + r * a_step,
-                  32 * r < q.a_rows ? asz : 0);
+        k_cp_async16(base + q.a_dst + r * 32 * W6P_BK, (const void *)(q.a_src + kc + r * a_step),
+                     32 * r < q.a_rows ? asz : 0);
     if (tid < 192) { /* warps 0..5 */
         const int wsz = 2 * s + q.w_hi < p.n_chunks ? 16 : 0;
         const unsigned long long w_step = 32ull * (unsigned long long)p.row_bytes;
 #pragma unroll
         for (int r = 0; r < 4; r++)
-            w6p_cp16g(base + q.w_dst + r * 32 * W6P_WROW, q.w_src + s * 96ull + r * w_step,
-                      32 * r < q.w_rows ? wsz : 0);
+            k_cp_async16(base + q.w_dst + r * 32 * W6P_WROW,
+                         (const void *)(q.w_src + s * 96ull + r * w_step),
+                         32 * r < q.w_rows ? wsz : 0);
     }
 }
 
@@ -301,7 +276,8 @@ __device__ __forceinline__ void w6p_step_mma(int (&acc)[4][4][4], float (&facc)[
                     w6p_fold_tile(f, mt, nt, acc[mt][nt], facc[mt][nt]);
                 w6p_mma_first(acc[mt][nt], a[mt], bw[nt][2 * h], bw[nt][2 * h + 1]);
             } else {
-                w6p_mma(acc[mt][nt], a[mt], bw[nt][2 * h], bw[nt][2 * h + 1]);
+                k_mma_s8(acc[mt][nt], a[mt][0], a[mt][1], a[mt][2], a[mt][3], bw[nt][2 * h],
+                         bw[nt][2 * h + 1]);
             }
         }
 }
@@ -386,7 +362,7 @@ __global__ void __launch_bounds__(W6P_THREADS, 1) k_gemm_w6_prefill_kernel(w6p_a
     p.m0 = (int)(blockIdx.x % (unsigned)tiles_m) * W6P_BM;
     p.n0 = (int)(blockIdx.x / (unsigned)tiles_m) * W6P_BN;
 
-    const uint32_t smem = (uint32_t)__cvta_generic_to_shared(w6p_smem);
+    const uint32_t smem = k_smem_addr(w6p_smem);
     const w6p_plan plan = w6p_plan_make(p, tid);
     w6p_lane L;
     L.act = smem + (wm * 64 + (lane & 15)) * W6P_BK;
@@ -429,12 +405,12 @@ __global__ void __launch_bounds__(W6P_THREADS, 1) k_gemm_w6_prefill_kernel(w6p_a
                                                             W6P_ACT_BYTES + W6P_WGT_BYTES),
                                   tid, pend_v);
         }
-        w6p_commit();
+        k_cp_async_commit();
     }
 
     int pend_buf = -1; /* buffer whose scales wait in pend_v */
     for (int kt = 0; kt < kt_n; kt++) {
-        w6p_wait<W6P_STAGES - 2>();
+        k_cp_async_wait<W6P_STAGES - 2>();
         __syncthreads(); /* stage kt landed; everyone is done with stage kt - 1's buffer */
         /* Runs after the first chunk: the scales loaded one iteration ago go to their buffer,
          * stage kt + 3 is issued into the buffer of stage kt - 1. */
@@ -453,7 +429,7 @@ __global__ void __launch_bounds__(W6P_THREADS, 1) k_gemm_w6_prefill_kernel(w6p_a
                 w6p_scales_load<P, GPS>(p, plan, s_next, tid, pend_v);
                 pend_buf = bn;
             }
-            w6p_commit();
+            k_cp_async_commit();
         };
 
         const int b = kt % W6P_STAGES;
@@ -467,7 +443,7 @@ __global__ void __launch_bounds__(W6P_THREADS, 1) k_gemm_w6_prefill_kernel(w6p_a
         else
             w6p_stage<P, false>(act, wgt, scl, L, nsteps, pstart, pendp, acc, facc, f, hook);
     }
-    w6p_wait<0>();
+    k_cp_async_wait<0>();
     if (P >= 4)
         w6p_fold_all(f, acc, facc); /* the last deferred fold */
 

@@ -36,6 +36,7 @@
  */
 #include "k.h"
 #include "k_gemm.h"
+#include "k_ptx.cuh"
 
 #include <cuda.h> /* CUtensorMap; the encoder comes through the runtime's driver entry point */
 #include <cudaTypedefs.h>
@@ -140,11 +141,6 @@ template <bool BIG> __host__ __device__ static inline float wg_acc_to_f(int a)
 #ifdef WG_HAVE_WGMMA
 
 /* ---- PTX wrappers (sm_90a) ---- */
-
-__device__ static __forceinline__ uint32_t wg_smem_addr(const void *p)
-{
-    return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
 
 __device__ static __forceinline__ void wg_mbar_init(uint32_t bar, unsigned count)
 {
@@ -606,7 +602,7 @@ __global__ void __launch_bounds__(WG_THREADS, 1)
 #ifdef WG_HAVE_WGMMA
     extern __shared__ unsigned char wg_smem_raw[];
     wg_smem sm;
-    const uint32_t raw = wg_smem_addr(wg_smem_raw);
+    const uint32_t raw = k_smem_addr(wg_smem_raw);
     sm.base = (raw + 1023u) & ~1023u; /* swizzled tiles need 1024-byte alignment */
     sm.gen = wg_smem_raw + (sm.base - raw);
     sm.stages = prm.stages;

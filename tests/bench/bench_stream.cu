@@ -14,6 +14,8 @@
  *   {"pattern", "n", "k", "us", "gbps"} (gbps: n * k * 0.75 bytes / median time).
  * Usage: bench_stream [--reps R]. Needs a CUDA device; exits 0 with a note when there is none.
  */
+#include "k_ptx.cuh"
+
 #include <cuda_runtime.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,22 +35,19 @@ struct bs_params {
     int n, n_units, splits;
 };
 
+/* The decode kernel's streaming loads (k_ptx.cuh), as vectors. */
 __device__ __forceinline__ uint4 bs_ld16(const uint8_t *p)
 {
-    uint4 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-                 : "l"(p));
-    return v;
+    unsigned v[4];
+    k_ld_stream16(v, p);
+    return make_uint4(v[0], v[1], v[2], v[3]);
 }
 
 __device__ __forceinline__ uint2 bs_ld8(const uint8_t *p)
 {
-    uint2 v;
-    asm volatile("ld.global.nc.L1::no_allocate.v2.u32 {%0, %1}, [%2];\n"
-                 : "=r"(v.x), "=r"(v.y)
-                 : "l"(p));
-    return v;
+    unsigned v[2];
+    k_ld_stream8(v, p);
+    return make_uint2(v[0], v[1]);
 }
 
 /* What one lane loads for one unit: up to three 16-byte vectors. */
