@@ -516,7 +516,11 @@ __global__ void __launch_bounds__(256)
     uint16_t *krow = k_cache + (long)slot[t] * kv_width;
     uint16_t *vrow = v_cache + (long)slot[t] * kv_width;
     const int n_pairs = (n_head + n_kv) * half; /* q heads then k heads: contiguous in the row */
-    for (int pi = threadIdx.x; pi < n_pairs; pi += blockDim.x) {
+    /* the gridDim.y blocks of a token share its pairs and its v copy (more blocks in flight when
+     * few tokens: each thread's load-rotate-store chain is short) */
+    const int first = (int)(blockIdx.y * blockDim.x + threadIdx.x),
+              stride = (int)(gridDim.y * blockDim.x);
+    for (int pi = first; pi < n_pairs; pi += stride) {
         const int head = pi / half, i = pi - head * half;
         const int ia = style == 0 ? i : 2 * i, ib = style == 0 ? i + half : 2 * i + 1;
         float *v = row + (long)head * hd;
@@ -532,7 +536,7 @@ __global__ void __launch_bounds__(256)
         }
     }
     const float *vsrc = row + (long)(n_head + n_kv) * hd;
-    for (long j = threadIdx.x; j < kv_width; j += blockDim.x)
+    for (long j = first; j < kv_width; j += stride)
         vrow[j] = (uint16_t)ops_f16(vsrc[j]);
 }
 
@@ -549,8 +553,11 @@ extern "C" int k_rope_kv_store(float *qkv, long ld, int T, const int32_t *pos, c
     ops_rope_freq fr = {};
     for (int i = 0; i < hd / 2; i++) /* the expression of rt_cpu_rope, on the host's libm */
         fr.inv[i] = 1.0f / powf(theta, (float)(2 * i) / (float)hd);
-    k_ops_rope_kernel<<<(unsigned)T, 256, 0, stream>>>(qkv, ld, pos, slot, n_head, n_kv, hd, style,
-                                                       k_cache, v_cache, fr);
+    const int n_pairs = (n_head + n_kv) * (hd / 2);
+    const unsigned split = (unsigned)(n_pairs + 1023) / 1024; /* about 4 pairs per thread */
+    const dim3 grid((unsigned)T, split < 8 ? split : 8);
+    k_ops_rope_kernel<<<grid, 256, 0, stream>>>(qkv, ld, pos, slot, n_head, n_kv, hd, style,
+                                                k_cache, v_cache, fr);
     return ops_launched();
 }
 
