@@ -80,6 +80,7 @@ typedef struct cfg_config {
     /* Scheduler and KV cache. */
     int32_t max_num_seqs;           /* most sequences running (prefill or decode) at once; 16 */
     int32_t max_num_batched_tokens; /* most tokens per engine step, >= max_num_seqs; 512 */
+    bool cuda_graphs;               /* decode steps as CUDA graphs (cuda backend); true */
     int32_t max_model_len;          /* context length, prompt + output tokens; 0 = from model */
     uint64_t kv_cache_memory_bytes; /* memory for the paged KV cache, bytes; default 256MiB */
     int32_t kv_block_size;          /* tokens per KV block; default 16 */

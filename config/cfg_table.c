@@ -100,6 +100,10 @@ static const cfg_knob knobs[] = {
      "Most tokens one engine step carries (prefill chunks plus one per decoding sequence); at "
      "least max_num_seqs.",
      FIELD(max_num_batched_tokens), 0},
+    {"cuda_graphs", "cuda_graphs", "FLEXQ_CUDA_GRAPHS", "--cuda-graphs",
+     CFG_T_BOOL, "true", 0, 0, NULL, "BOOL", "Scheduler and KV cache",
+     "Replay decode steps as CUDA graphs, one per batch-size bucket (cuda backend).",
+     FIELD(cuda_graphs), 0},
     {"max_model_len", "max_model_len", "FLEXQ_MAX_MODEL_LEN", "--max-model-len",
      CFG_T_INT, "0", 0, 1048576, NULL, "N", "Scheduler and KV cache",
      "Context length in tokens, prompt plus output; 0 = the model's own.",

@@ -602,8 +602,12 @@ static int ka_launch_decode(const k_attn_args &a, int T, int n_sm, cudaStream_t 
     const long ctas = (long)T * a.n_kv * n_chunk;
     if (ctas > INT_MAX)
         return -1;
-    /* more warps per CTA when there are few CTAs, so that each SM keeps enough loads in flight */
-    int nw = ctas >= 4L * n_sm ? 4 : (ctas >= n_sm ? 8 : 16);
+    /* More warps per CTA when a token has few CTAs, so that each SM keeps enough loads in flight.
+     * Planned from one token's CTAs, not the step's: the warps split a token's context, so their
+     * number fixes its fp32 order, which must not depend on the rest of the batch (decode steps are
+     * batch-invariant per token, and CUDA-graph buckets add padding tokens). */
+    const long per_tok = (long)a.n_kv * n_chunk;
+    int nw = per_tok >= 4L * n_sm ? 4 : (per_tok >= n_sm ? 8 : 16);
     nw = nw < ka_dec_cfg<GM>::max_warps ? nw : ka_dec_cfg<GM>::max_warps;
     const size_t smem = (size_t)(nw * GM * HD + 2 * nw * GM + GM * HD) * sizeof(float);
     k_attn_decode_kernel<HD, GM><<<(unsigned)ctas, nw * 32, smem, stream>>>(a, n_chunk);

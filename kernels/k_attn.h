@@ -39,7 +39,8 @@ typedef struct k_attn_shape {
  * NULL): the same output quantized per token and group as fq_act.h (bits 6 or 8, group g with
  * hd % g == 0, s_out [T, n_head * hd / g]) inside the same kernel. q [T, ldq] fp32, heads at
  * columns h * hd. Uses a decode kernel when max_new == 1 and a tiled (flash-style) prefill
- * kernel otherwise. */
+ * kernel otherwise. The decode kernel is invariant per token: a token's output is bit for bit the
+ * same whatever the other tokens of the step are. */
 int k_attention(const float *q, long ldq, const uint16_t *k_cache, const uint16_t *v_cache,
                 const k_attn_batch *b, const k_attn_shape *sh, float *out, int8_t *q_out,
                 float *s_out, int bits, int g, cudaStream_t stream);

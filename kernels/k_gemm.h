@@ -53,7 +53,9 @@ int k_gemm_w6_mma_decode(const int8_t *qx, const float *sx, int m, const k_w6 *w
 
 /* Decode, second design: registers only (no shared-memory staging, no clusters): one block per
  * 16-row tile, its warps splitting K, partials summed in shared memory in a fixed order
- * (deterministic; k_gemm_w6_gemv_ws_bytes is 0 and ws is unused). m in 1..K_GEMM_DECODE_MAX_M. */
+ * (deterministic; k_gemm_w6_gemv_ws_bytes is 0 and ws is unused). m in 1..K_GEMM_DECODE_MAX_M.
+ * m-invariant: a token's output row is bit for bit the same whatever m and the other rows are
+ * (the split of K depends on n, k, g and the device only). */
 size_t k_gemm_w6_gemv_ws_bytes(const k_w6 *w, int m);
 int k_gemm_w6_gemv(const int8_t *qx, const float *sx, int m, const k_w6 *w, float *y, long ldy,
                    void *ws, size_t ws_bytes, cudaStream_t stream);

@@ -1,19 +1,21 @@
 /* k_gemm_w6.cu — the INT6 GEMM the runtime calls (k_gemm.h): picks a kernel by the number of
  * tokens m, from the H100 benchmarks (tests/bench/results/gemm-h100-2026-11-25.json and
  * gemm-mid-h100-2026-11-25.json, which times both decode kernels at m = 16..64 on every shape):
- *   m <= 48       k_gemm_w6_gemv (registers only): fastest on every shape at m <= 16 and on 11-15
- *                 of the 16 shapes at m = 20..48 (the 16 shapes' total time 13 % under the cluster
- *                 kernel's over m = 16..64);
- *   48 < m < 64   k_gemm_w6_mma_decode (shared-memory staging, cluster split-K; gemv's 7-tile
- *                 variant for m = 49..56 has not run on a GPU yet);
- *   m >= 64       k_gemm_w6_wgmma where the device and build have it, else k_gemm_w6_mma_prefill.
+ *   m < 64    k_gemm_w6_gemv (registers only): fastest on every shape at m <= 16 and on 11-15 of
+ *             the 16 shapes at m = 20..48 (the 16 shapes' total time 13 % under the cluster
+ *             kernel's over m = 16..64). It is m-invariant per row, so every decode step (batch
+ *             below 64) gives a sequence the same result whatever else is in the batch; the
+ *             cluster kernel (k_gemm_w6_mma_decode), a little faster at m = 49..63, would not be.
+ *   m >= 64   k_gemm_w6_wgmma where the device and build have it, else k_gemm_w6_mma_prefill
+ *             (wgmma is m-invariant per row too: groups folded in ascending order, one accumulator
+ *             per output — but in another order than gemv's K-range split).
  */
 #include "k_gemm.h"
 
 #include <cuda_runtime.h>
 #include <stdint.h>
 
-#define K_GEMM_GEMV_MAX_M    48
+#define K_GEMM_GEMV_MAX_M    63
 #define K_GEMM_PREFILL_MIN_M 64
 
 static bool k_misaligned(const void *p, uintptr_t align)

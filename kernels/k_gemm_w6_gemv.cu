@@ -34,7 +34,10 @@
  *   Measured (tests/bench/bench_stream.cu): this kernel reads as fast as the bare loads of its
  *   access pattern do (2311 vs 2326 GB/s on 8192 x 28672), so the math is hidden; a tile-major
  *   layout would read 16 % faster.
- * - The host picks S (1..16, or 1..8 for m > 32) to fill the GPU with whole waves of blocks.
+ * - The host picks S (1..8) from the shape and the SM count alone, to fill the GPU with whole waves
+ *   of blocks: not from m, so each token's output is computed in the same order whatever m is (the
+ *   kernel is m-invariant per row, which batch-invariant decoding and padded CUDA-graph buckets
+ * rely on; S = 16 was faster only for gate/up-like shapes at m <= 16, by one wave in eleven).
  */
 #include "k.h"
 #include "k_gemm.h"
@@ -437,6 +440,6 @@ extern "C" int k_gemm_w6_gemv(const int8_t *qx, const float *sx, int m, const k_
     p.n_units = (w->k + 64 * U - 1) / (64 * U);
     p.gu = w->g >= 64 * U ? w->g / (64 * U) : 1;
     p.n_gu = (p.n_units + p.gu - 1) / p.gu;
-    p.splits = gv_splits(tiles, p.n_gu, gv_smax(mt), sms);
+    p.splits = gv_splits(tiles, p.n_gu, gv_smax(8), sms); /* m-invariant: the same S for every m */
     return U == 2 ? gv_dispatch<2>(mt, p, tiles, stream) : gv_dispatch<1>(mt, p, tiles, stream);
 }

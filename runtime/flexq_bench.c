@@ -10,7 +10,8 @@
  * comes first. Memory: what the backend holds (weights in its format, KV cache, scratch).
  * Output: one JSON object per line on stdout, {"model", "mode", "backend", "batch", "prompt",
  * "output", "decode_tok_s", "prefill_tok_s", "weight_bytes", "linear_bytes", "kv_bytes",
- * "scratch_bytes"}; progress on stderr.
+ * "scratch_bytes", "graphs", "steps", "graph_steps"} (the last two: the timed decode run's steps
+ * and how many of them replayed a CUDA graph); progress on stderr.
  */
 #include "fq_base.h"
 #include "rt_model.h"
@@ -30,6 +31,7 @@ typedef struct bench_args {
     rt_mode mode;
     int32_t batches[MAX_BATCH], n_batches;
     int32_t prompt, output, prefill, prefill_seqs, threads, block_size;
+    bool graphs;
 } bench_args;
 
 static void usage(FILE *f)
@@ -37,9 +39,10 @@ static void usage(FILE *f)
     fprintf(f, "usage: flexq-bench --model FILE [--backend cpu|cuda] [--mode MODE]\n"
                "                   [--batches 1,8,32,64] [--prompt 128] [--output 256]\n"
                "                   [--prefill 2048] [--prefill-seqs 1] [--label NAME]\n"
-               "                   [--threads N] [--block-size 16]\n"
+               "                   [--threads N] [--block-size 16] [--no-graphs]\n"
                "  MODE: fp, w6a16, w6a8, w6a6, flex (default for an INT6 file), fp16, w8a8.\n"
-               "  --prefill 0 skips the prefill measurement; --batches '' skips decode.\n");
+               "  --prefill 0 skips the prefill measurement; --batches '' skips decode.\n"
+               "  --no-graphs runs every step eagerly (cuda; decode steps replay CUDA graphs).\n");
 }
 
 static int parse_batches(const char *v, bench_args *a)
@@ -92,6 +95,9 @@ static int parse_opt(int c, const char *v, bench_args *a)
         return fq_cli_int(TOOL, "threads", v, 0, 1024, &a->threads);
     case 'k':
         return fq_cli_int(TOOL, "block-size", v, 1, 4096, &a->block_size);
+    case 'G':
+        a->graphs = false;
+        return 0;
     default:
         usage(stderr);
         return -1;
@@ -112,6 +118,7 @@ static int parse_args(int argc, char **argv, bench_args *a, bool *mode_given)
                                          {"label", required_argument, 0, 'l'},
                                          {"threads", required_argument, 0, 'j'},
                                          {"block-size", required_argument, 0, 'k'},
+                                         {"no-graphs", no_argument, 0, 'G'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     *a = (bench_args){.backend = "cpu",
@@ -121,7 +128,8 @@ static int parse_args(int argc, char **argv, bench_args *a, bool *mode_given)
                       .output = 256,
                       .prefill = 2048,
                       .prefill_seqs = 1,
-                      .block_size = 16};
+                      .block_size = 16,
+                      .graphs = true};
     *mode_given = false;
     int c;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -242,16 +250,18 @@ static int run_once(rt_runner *r, const rt_model *m, int32_t n_seqs, int32_t len
     return rc;
 }
 
+/* steps / graph_steps: the timed decode run's steps and how many replayed a CUDA graph. */
 static void print_record(const bench_args *a, const rt_backend_mem *mem, int32_t batch,
-                         double decode, double prefill)
+                         double decode, double prefill, const rt_backend_stats *st)
 {
     printf("{\"model\": \"%s\", \"mode\": \"%s\", \"backend\": \"%s\", \"batch\": %d, "
            "\"prompt\": %d, \"output\": %d, \"decode_tok_s\": %.2f, \"prefill_tok_s\": %.2f, "
            "\"weight_bytes\": %lld, \"linear_bytes\": %lld, \"kv_bytes\": %lld, "
-           "\"scratch_bytes\": %lld}\n",
+           "\"scratch_bytes\": %lld, \"graphs\": %s, \"steps\": %lld, \"graph_steps\": %lld}\n",
            a->label ? a->label : a->model, rt_mode_name(a->mode), a->backend, batch, a->prompt,
            a->output, decode, prefill, (long long)mem->weight_bytes, (long long)mem->linear_bytes,
-           (long long)mem->kv_bytes, (long long)mem->scratch_bytes);
+           (long long)mem->kv_bytes, (long long)mem->scratch_bytes, a->graphs ? "true" : "false",
+           (long long)st->steps, (long long)st->graph_steps);
     fflush(stdout);
 }
 
@@ -273,18 +283,25 @@ static int bench(const bench_args *a, const rt_model *m, rt_runner *r, char *err
     }
     for (int32_t i = 0; rc == 0 && i < a->n_batches; i++) {
         const int32_t b = a->batches[i];
+        rt_backend_stats s0, s1;
         rc = run_once(r, m, b, a->prompt, 8, &tc, &t0, err, err_len); /* warm-up */
+        rt_runner_stats(r, &s0);
         if (rc == 0)
             rc = run_once(r, m, b, a->prompt, a->output, &tc, &t0, err, err_len);
         if (rc)
             break;
+        rt_runner_stats(r, &s1);
+        s1.steps -= s0.steps;
+        s1.graph_steps -= s0.graph_steps;
         const double decode = decode_rate(&tc);
-        fq_log(FQ_LOG_INFO, "batch %d: decode %.1f tokens/s (%.2f ms per step)", b, decode,
-               1000.0 * b / decode);
-        print_record(a, &mem, b, decode, prefill);
+        fq_log(FQ_LOG_INFO,
+               "batch %d: decode %.1f tokens/s (%.2f ms per step, %lld of %lld steps "
+               "as graphs)",
+               b, decode, 1000.0 * b / decode, (long long)s1.graph_steps, (long long)s1.steps);
+        print_record(a, &mem, b, decode, prefill, &s1);
     }
     if (rc == 0 && a->n_batches == 0)
-        print_record(a, &mem, 0, 0.0, prefill);
+        print_record(a, &mem, 0, 0.0, prefill, &(rt_backend_stats){0});
     return rc;
 }
 
@@ -310,6 +327,7 @@ static int run(bench_args *a, bool mode_given, char *err, size_t err_len)
     bp.n_threads = a->threads;
     bp.kv.block_size = a->block_size;
     bp.kv.n_blocks = blocks < INT32_MAX ? (int32_t)blocks : INT32_MAX;
+    bp.graphs = a->graphs;
     bp.max_batch_tokens = a->prefill > 512 ? (a->prefill < 2048 ? a->prefill : 2048) : 512;
     if (bp.max_batch_tokens < max_b)
         bp.max_batch_tokens = max_b;

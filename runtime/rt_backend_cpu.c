@@ -50,12 +50,13 @@ struct rt_backend {
     int32_t *pos;     /* [M] position of each token */
     int32_t *seq_of;  /* [M] batch index of each token's sequence */
     int64_t *slot;    /* [M] cache slot of each token */
+    int64_t steps;    /* forward calls that ran */
 };
 
 rt_backend_params rt_backend_default_params(void)
 {
     return (rt_backend_params){
-        .n_threads = 0, .kv = rt_kv_default_params(), .max_batch_tokens = 512};
+        .n_threads = 0, .kv = rt_kv_default_params(), .max_batch_tokens = 512, .graphs = true};
 }
 
 static void cpu_destroy(rt_backend *be)
@@ -384,6 +385,7 @@ static int cpu_forward(rt_backend *be, const rt_batch *b, float *logits, char *e
         mlp_block(be, &md->layers[l], l, m);
     }
     output_logits(be, b, logits);
+    be->steps++;
     return 0;
 }
 
@@ -437,12 +439,18 @@ static void cpu_mem(const rt_backend *be, rt_backend_mem *out)
                          mt * widest * (1 + (be->xr ? 4 : 0)) + mt * 4 * (widest / 32 + 1);
 }
 
+static void cpu_stats(const rt_backend *be, rt_backend_stats *out)
+{
+    *out = (rt_backend_stats){.steps = be->steps};
+}
+
 const rt_ops rt_backend_cpu_ops = {.name = "cpu",
                                    .create = cpu_create,
                                    .destroy = cpu_destroy,
                                    .forward = cpu_forward,
                                    .mem = cpu_mem,
-                                   .forward_argmax = cpu_forward_argmax};
+                                   .forward_argmax = cpu_forward_argmax,
+                                   .stats = cpu_stats};
 
 const rt_ops *rt_backend_find(const char *name)
 {

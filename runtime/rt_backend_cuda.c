@@ -16,6 +16,16 @@
  * and scales in an epilogue; both convert their weights on the device at create from the source's
  * fp32 weights or the dequantized INT6 codes (rt_linear_fp32's choice). Every kernel runs on the
  * backend's stream; the step ends with one synchronization.
+ *
+ * Decode steps (every sequence one new token, last-token logits) replay CUDA graphs instead
+ * (params.graphs, default on): one graph per batch bucket (1, 2, 4, 8, then steps of 8, 16, 32 up
+ * to 256 or max_batch_tokens), captured the first time a step of that bucket comes. A step of S
+ * sequences runs bucket B >= S; its rows S .. B-1 are padding: token 0 at position 0 of a spare KV
+ * block of their own (the cache has one block more than params.kv.n_blocks), so they write and read
+ * nothing of a real sequence, and their logits are never read. The graph's metadata lives at fixed
+ * device addresses: per step only the token ids, positions, cache slots and block-table rows go up
+ * (the sequence index of each row is the identity in a decode step, uploaded once). Every GEMM of a
+ * decode step is m-invariant per row (k_gemm.h), so padding changes no real row's result.
  */
 #include "rt_ops.h"
 
@@ -52,6 +62,24 @@ typedef struct cu_layer {
     cu_lin qkv, o, gu, down;
 } cu_layer;
 
+#define CU_N_BUCKETS  19
+#define CU_BLAS_WS_MB 32
+
+static const int32_t cu_buckets[CU_N_BUCKETS] = {1,  2,  4,  8,   16,  24,  32,  40,  48, 56,
+                                                 64, 80, 96, 112, 128, 160, 192, 224, 256};
+
+/* The decode-step graphs and their fixed metadata. */
+typedef struct cu_graphs {
+    bool on;           /* params.graphs, and no capture has failed */
+    int32_t n_buckets; /* buckets usable (<= max_batch_tokens) */
+    int32_t stride;    /* block-table row stride: n_blocks + 1 (the spare block) */
+    int32_t *iota_d;   /* [257] 0, 1, 2, ...: each row's sequence, first token and row */
+    int32_t *meta_h;   /* pinned: ids, pos, slot [256 each], then tables [256, stride] */
+    int32_t *meta_d;   /* the same on the device */
+    cudaGraphExec_t exec[CU_N_BUCKETS];
+    rt_backend_stats stats;
+} cu_graphs;
+
 struct rt_backend {
     const rt_model *m;
     rt_backend_params p;
@@ -65,7 +93,7 @@ struct rt_backend {
     cu_layer *layers;
     float *tok_embd, *out_norm;  /* fp32 */
     uint16_t *lm_head;           /* fp16 [n_vocab, n_embd] */
-    uint16_t *k_cache, *v_cache; /* fp16 [n_layer, n_slots, kv_dim] */
+    uint16_t *k_cache, *v_cache; /* fp16 [n_layer, n_slots, kv_dim], the spare block last */
     int64_t n_slots, kv_dim, qd;
     /* step scratch, max_batch_tokens rows */
     float *x, *tmp, *hf, *qkv, *att, *gu, *logits;
@@ -83,6 +111,8 @@ struct rt_backend {
     int64_t *slot;
     int32_t *tok_d; /* [max_batch_tokens] argmax of each logits row (forward_argmax) */
     int32_t *tok_h; /* pinned copy of it */
+    void *blas_ws;  /* cuBLAS workspace, fixed so that graph capture allocates nothing */
+    cu_graphs gr;
 };
 
 static int cuda_fail(char *err, size_t err_len, cudaError_t e, const char *what)
@@ -122,6 +152,10 @@ static void cuda_destroy(rt_backend *be)
         return;
     if (be->st)
         cudaStreamSynchronize(be->st);
+    for (int i = 0; i < CU_N_BUCKETS; i++)
+        if (be->gr.exec[i])
+            cudaGraphExecDestroy(be->gr.exec[i]);
+    cudaFreeHost(be->gr.meta_h);
     for (int32_t i = 0; i < be->n_allocs; i++)
         cudaFree(be->allocs[i]);
     free(be->allocs);
@@ -411,6 +445,8 @@ static int check_create(const rt_model *m, const rt_backend_params *p, char *err
     return 0;
 }
 
+static int graphs_init(rt_backend *be, char *err, size_t err_len);
+
 static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend **out, char *err,
                        size_t err_len)
 {
@@ -426,7 +462,7 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
     be->int_mode = p->mode == RT_MODE_W6A8 || p->mode == RT_MODE_W6A6 || p->mode == RT_MODE_FLEX;
     be->kv_dim = (int64_t)m->cfg.n_head_kv * m->cfg.head_dim;
     be->qd = (int64_t)m->cfg.n_head * m->cfg.head_dim;
-    be->n_slots = (int64_t)p->kv.n_blocks * p->kv.block_size;
+    be->n_slots = ((int64_t)p->kv.n_blocks + 1) * p->kv.block_size; /* + the padding rows' block */
     cudaError_t e = cudaStreamCreateWithFlags(&be->st, cudaStreamNonBlocking);
     if (e != cudaSuccess) {
         cuda_destroy(be);
@@ -446,6 +482,8 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
     be->mem.weight_bytes = be->alloc_bytes;
     if (rc == 0)
         rc = alloc_scratch(be, err, err_len);
+    if (rc == 0)
+        rc = graphs_init(be, err, err_len);
     be->mem.kv_bytes = 2 * (int64_t)m->cfg.n_layer * be->n_slots * be->kv_dim * 2;
     be->mem.scratch_bytes = be->alloc_bytes - be->mem.weight_bytes - be->mem.kv_bytes;
     if (rc == 0 && (e = cudaStreamSynchronize(be->st)) != cudaSuccess)
@@ -715,6 +753,160 @@ static int output_logits(rt_backend *be, const step_meta *sm)
     return s == CUBLAS_STATUS_SUCCESS ? 0 : -1;
 }
 
+/* ---- decode steps as CUDA graphs ---- */
+
+/* The cuBLAS workspace (so that captures allocate nothing), the fixed metadata and the identity
+ * rows; n_buckets = the buckets that fit max_batch_tokens. */
+static int graphs_init(rt_backend *be, char *err, size_t err_len)
+{
+    cu_graphs *g = &be->gr;
+    be->blas_ws = dev_alloc(be, (size_t)CU_BLAS_WS_MB << 20);
+    if (!be->blas_ws || cublasSetWorkspace(be->cb, be->blas_ws, (size_t)CU_BLAS_WS_MB << 20) !=
+                            CUBLAS_STATUS_SUCCESS)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: no cuBLAS workspace");
+    g->on = be->p.graphs;
+    g->n_buckets = 0;
+    while (g->n_buckets < CU_N_BUCKETS && cu_buckets[g->n_buckets] <= be->p.max_batch_tokens)
+        g->n_buckets++;
+    if (!g->on || g->n_buckets == 0) {
+        g->on = false;
+        return 0;
+    }
+    const int32_t bmax = cu_buckets[g->n_buckets - 1];
+    g->stride = be->p.kv.n_blocks + 1;
+    const size_t n = 3 * (size_t)bmax + (size_t)bmax * (size_t)g->stride;
+    int32_t iota[257];
+    for (int32_t i = 0; i <= bmax; i++)
+        iota[i] = i;
+    g->iota_d = upload(be, iota, (size_t)(bmax + 1) * sizeof(int32_t));
+    g->meta_d = dev_alloc(be, n * sizeof(int32_t));
+    if (!g->iota_d || !g->meta_d ||
+        cudaMallocHost((void **)&g->meta_h, n * sizeof(int32_t)) != cudaSuccess)
+        return fq_err(err, err_len, FQ_ENOMEM, "cuda backend: no memory for the step graphs");
+    return 0;
+}
+
+/* The bucket of a step, or -1 when it is not a decode step a graph can run. */
+static int graph_bucket(const rt_backend *be, const rt_batch *b)
+{
+    const cu_graphs *g = &be->gr;
+    if (!g->on || b->n_seqs < 1 || b->n_seqs > cu_buckets[g->n_buckets - 1])
+        return -1;
+    for (int32_t s = 0; s < b->n_seqs; s++)
+        if (b->seqs[s].n_tokens != 1 || b->seqs[s].all_logits ||
+            b->seqs[s].kv->n_blocks > g->stride)
+            return -1;
+    int i = 0;
+    while (cu_buckets[i] < b->n_seqs)
+        i++;
+    return i;
+}
+
+/* Device views of bucket bi's metadata: ids, positions and slots at fixed offsets, the table
+ * rows at the fixed stride, the identity for the rest. */
+static step_meta graph_meta(const rt_backend *be, int bi)
+{
+    const cu_graphs *g = &be->gr;
+    const int32_t bmax = cu_buckets[g->n_buckets - 1], B = cu_buckets[bi];
+    int32_t *d = g->meta_d;
+    return (step_meta){.ids = d,
+                       .pos = d + bmax,
+                       .slot = d + 2 * bmax,
+                       .tables = d + 3 * bmax,
+                       .seq = g->iota_d,
+                       .seq_tok0 = g->iota_d,
+                       .rows = g->iota_d,
+                       .n_tok = B,
+                       .n_seqs = B,
+                       .n_rows = B,
+                       .max_blocks = g->stride,
+                       .max_new = 1};
+}
+
+/* Fills and uploads the step's rows of bucket bi (padding rows: token 0 at position 0 of the
+ * spare block) — ids, positions and slots in one copy, the table rows in one 2-D copy. */
+static int graph_upload(rt_backend *be, const rt_batch *b, int bi, char *err, size_t err_len)
+{
+    cu_graphs *g = &be->gr;
+    const int32_t bmax = cu_buckets[g->n_buckets - 1], B = cu_buckets[bi];
+    const int32_t spare = be->p.kv.n_blocks;
+    int32_t *h = g->meta_h, *tables = h + 3 * bmax, maxb = 1;
+    for (int32_t s = 0; s < B; s++) {
+        const bool real = s < b->n_seqs;
+        const rt_kv_seq *kv = real ? b->seqs[s].kv : NULL;
+        h[s] = real ? b->seqs[s].tokens[0] : 0;
+        h[bmax + s] = real ? be->pos[s] : 0;
+        h[2 * bmax + s] = real ? (int32_t)be->slot[s] : spare * be->p.kv.block_size;
+        int32_t *row = tables + (size_t)s * g->stride;
+        if (!real) {
+            row[0] = spare;
+            continue;
+        }
+        for (int32_t j = 0; j < kv->n_blocks; j++)
+            row[j] = kv->blocks[j];
+        maxb = kv->n_blocks > maxb ? kv->n_blocks : maxb;
+    }
+    const size_t pitch = (size_t)g->stride * sizeof(int32_t);
+    cudaError_t e = cudaMemcpyAsync(g->meta_d, h, 3 * (size_t)bmax * sizeof(int32_t),
+                                    cudaMemcpyHostToDevice, be->st);
+    if (e == cudaSuccess)
+        e = cudaMemcpy2DAsync(g->meta_d + 3 * bmax, pitch, tables, pitch,
+                              (size_t)maxb * sizeof(int32_t), (size_t)B, cudaMemcpyHostToDevice,
+                              be->st);
+    return e == cudaSuccess ? 0 : cuda_fail(err, err_len, e, "uploading the step");
+}
+
+/* Records bucket bi's step (embedding to logits) into a graph. A failed capture turns graphs off
+ * (the step then runs eagerly) and is counted. */
+static void graph_capture(rt_backend *be, int bi)
+{
+    cu_graphs *g = &be->gr;
+    const step_meta sm = graph_meta(be, bi);
+    cudaGraph_t graph = NULL;
+    cudaError_t e = cudaStreamBeginCapture(be->st, cudaStreamCaptureModeThreadLocal);
+    if (e == cudaSuccess) {
+        const bool bad = layers_forward(be, &sm) != 0 || output_logits(be, &sm) != 0;
+        e = cudaStreamEndCapture(be->st, &graph);
+        if (e == cudaSuccess && bad)
+            e = cudaErrorStreamCaptureInvalidated;
+    }
+    if (e == cudaSuccess)
+        e = cudaGraphInstantiate(&g->exec[bi], graph, 0);
+    if (graph)
+        cudaGraphDestroy(graph);
+    if (e == cudaSuccess) {
+        g->stats.graphs_captured++;
+        return;
+    }
+    (void)cudaGetLastError();
+    g->exec[bi] = NULL;
+    g->on = false;
+    g->stats.graph_failures++;
+}
+
+/* A decode step through its bucket's graph: 1 when it ran (sm describes its logits rows), 0 when
+ * the step must run eagerly, or an error. */
+static int graph_step(rt_backend *be, const rt_batch *b, step_meta *sm, char *err, size_t err_len)
+{
+    const int bi = graph_bucket(be, b);
+    if (bi < 0)
+        return 0;
+    if (!be->gr.exec[bi])
+        graph_capture(be, bi);
+    if (!be->gr.exec[bi])
+        return 0;
+    int rc = graph_upload(be, b, bi, err, err_len);
+    if (rc)
+        return rc;
+    cudaError_t e = cudaGraphLaunch(be->gr.exec[bi], be->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, err_len, e, "launching the step graph");
+    *sm = graph_meta(be, bi);
+    sm->n_rows = b->n_seqs;
+    be->gr.stats.graph_steps++;
+    return 1;
+}
+
 /* Everything of a step up to the logits on the device (be->logits, sm->n_rows rows). */
 static int run_step(rt_backend *be, const rt_batch *b, step_meta *sm, char *err, size_t err_len)
 {
@@ -725,9 +917,15 @@ static int run_step(rt_backend *be, const rt_batch *b, step_meta *sm, char *err,
     rt_batch_plan plan = {.pos = be->pos, .seq_of = be->seq_of, .slot = be->slot};
     int rc = rt_batch_check_plan(b, &lim, &plan, err, err_len);
     if (rc == 0)
-        rc = upload_meta(be, b, sm, err, err_len);
+        rc = graph_step(be, b, sm, err, err_len);
+    if (rc != 0) {
+        be->gr.stats.steps += rc == 1;
+        return rc == 1 ? 0 : rc;
+    }
+    rc = upload_meta(be, b, sm, err, err_len);
     if (rc)
         return rc;
+    be->gr.stats.steps++;
     if (layers_forward(be, sm) || output_logits(be, sm)) {
         cudaError_t e = cudaStreamSynchronize(be->st);
         return fq_err(err, err_len, FQ_EIO, "cuda backend: a kernel or cuBLAS call failed (%s)",
@@ -774,9 +972,15 @@ static void cuda_mem(const rt_backend *be, rt_backend_mem *out)
     *out = be->mem;
 }
 
+static void cuda_stats(const rt_backend *be, rt_backend_stats *out)
+{
+    *out = be->gr.stats;
+}
+
 const rt_ops rt_backend_cuda_ops = {.name = "cuda",
                                     .create = cuda_create,
                                     .destroy = cuda_destroy,
                                     .forward = cuda_forward,
                                     .mem = cuda_mem,
-                                    .forward_argmax = cuda_forward_argmax};
+                                    .forward_argmax = cuda_forward_argmax,
+                                    .stats = cuda_stats};

@@ -85,6 +85,7 @@ typedef struct rt_backend_params {
     int n_threads;            /* CPU threads; 0 = one per core */
     rt_kv_params kv;          /* cache geometry; the caller's rt_kv must use the same */
     int32_t max_batch_tokens; /* most tokens one step may carry; default 512 */
+    bool graphs; /* cuda: replay decode steps as CUDA graphs (one per batch bucket); default true */
 } rt_backend_params;
 
 rt_backend_params rt_backend_default_params(void);
@@ -114,6 +115,14 @@ typedef struct rt_backend_mem {
     int64_t scratch_bytes; /* activations and workspaces of one step */
 } rt_backend_mem;
 
+/* How a backend has run its steps since create. */
+typedef struct rt_backend_stats {
+    int64_t steps;           /* forward and forward_argmax calls that ran */
+    int64_t graph_steps;     /* of which replayed a captured CUDA graph (cuda) */
+    int64_t graphs_captured; /* graphs made (one per batch bucket used) */
+    int64_t graph_failures;  /* captures that failed; graphs are off after the first */
+} rt_backend_stats;
+
 typedef struct rt_ops {
     const char *name;
     /* Creates a backend for m (borrowed: m must outlive the backend). */
@@ -131,6 +140,8 @@ typedef struct rt_ops {
      * forward. */
     int (*forward_argmax)(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
                           size_t err_len);
+    /* Step counts (no effect on the backend). */
+    void (*stats)(const rt_backend *be, rt_backend_stats *out);
 } rt_ops;
 
 /* The first index of the largest of v[0..n) (n >= 1); NaN never wins (all NaN: 0). Greedy decoding

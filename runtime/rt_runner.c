@@ -26,6 +26,13 @@ void rt_runner_mem(const rt_runner *r, rt_backend_mem *out)
         r->ops->mem(r->be, out);
 }
 
+void rt_runner_stats(const rt_runner *r, rt_backend_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (r->ops->stats)
+        r->ops->stats(r->be, out);
+}
+
 rt_greedy_params rt_greedy_default_params(void)
 {
     return (rt_greedy_params){.max_new_tokens = 32, .stop_at_eos = true};

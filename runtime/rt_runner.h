@@ -29,6 +29,9 @@ void rt_runner_destroy(rt_runner *r); /* NULL is a no-op */
 /* What the runner's backend holds (rt_ops.h); zeros when the backend does not say. */
 void rt_runner_mem(const rt_runner *r, rt_backend_mem *out);
 
+/* How the runner's backend has run its steps (rt_ops.h); zeros when the backend does not say. */
+void rt_runner_stats(const rt_runner *r, rt_backend_stats *out);
+
 /* Called once per generated token of sequence seq (in step order); return non-zero to stop that
  * sequence early. */
 typedef int (*rt_token_cb)(void *ud, int32_t seq, int32_t token);

@@ -96,6 +96,7 @@ rt_sched_params rt_sched_default_params(void)
 {
     return (rt_sched_params){.max_num_seqs = 16,
                              .max_num_batched_tokens = 512,
+                             .cuda_graphs = true,
                              .kv_cache_bytes = (int64_t)256 << 20,
                              .block_size = 16,
                              .max_queue_requests = 256,
@@ -270,6 +271,7 @@ int rt_sched_create(const rt_model *m, const rt_ops *ops, const rt_sched_params 
     bp.kv.block_size = p->block_size;
     bp.kv.n_blocks = (int32_t)n_blocks;
     bp.max_batch_tokens = p->max_num_batched_tokens;
+    bp.graphs = p->cuda_graphs;
     size_t n = (size_t)p->max_num_seqs;
     int rc = rt_kv_create(&bp.kv, &s->kv);
     s->logits = fq_malloc_array(n * (size_t)s->n_vocab, sizeof(float));
@@ -672,4 +674,8 @@ void rt_sched_stats_get(const rt_sched *s, rt_sched_stats *st)
     st->n_running = s->n_running;
     st->n_waiting = s->n_waiting;
     st->kv_blocks_used = rt_kv_n_blocks(s->kv) - rt_kv_n_free(s->kv);
+    rt_backend_stats bs = {0};
+    if (s->ops->stats)
+        s->ops->stats(s->be, &bs);
+    st->n_steps_graph = bs.graph_steps;
 }

@@ -41,6 +41,7 @@ const char *rt_sched_strerror(int code);
 typedef struct rt_sched_params {
     int32_t max_num_seqs;            /* running sequences at most; default 16 */
     int32_t max_num_batched_tokens;  /* tokens per step at most (the prefill chunk budget); 512 */
+    bool cuda_graphs;                /* backend: decode steps as CUDA graphs; default true */
     int64_t kv_cache_bytes;          /* KV cache memory; blocks = bytes / (block_size x the model's
                                         per-token bytes: 2 x n_layer x n_head_kv x head_dim x 4 for
                                         the fp32 CPU cache); default 256 MiB */
@@ -137,6 +138,7 @@ typedef struct rt_sched_stats {
     int32_t last_step_seqs;     /* sequences in the last step's batch */
     int64_t n_steps;            /* forward steps run */
     int64_t n_steps_argmax;     /* of which the backend picked every token (forward_argmax) */
+    int64_t n_steps_graph;      /* of which the backend replayed a CUDA graph */
     int64_t n_preemptions;      /* sequences preempted so far */
     int64_t n_prompt_tokens;    /* prompt tokens computed so far (recomputation included) */
     int64_t n_generated_tokens; /* tokens generated so far */

@@ -249,6 +249,7 @@ static int srv_main_load(srv_main *s, char *err, size_t err_len)
     ep.ops = ops;
     ep.sched.max_num_seqs = c->max_num_seqs;
     ep.sched.max_num_batched_tokens = c->max_num_batched_tokens;
+    ep.sched.cuda_graphs = c->cuda_graphs;
     ep.sched.kv_cache_bytes = (int64_t)c->kv_cache_memory_bytes;
     ep.sched.block_size = c->kv_block_size;
     ep.sched.max_queue_requests = (int32_t)c->max_queue_requests;

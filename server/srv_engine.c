@@ -498,6 +498,8 @@ static void publish_gauges(srv_engine *e)
         .kv_blocks_total = st.kv_blocks_total,
         .batch_size = st.last_step_seqs,
         .preemptions_total = st.n_preemptions,
+        .steps_total = st.n_steps,
+        .graph_steps_total = st.n_steps_graph,
     };
     srv_metrics_set_sched(e->p.metrics, &g);
 }

@@ -97,6 +97,7 @@ struct srv_metrics {
 
     atomic_int_least32_t running, waiting, kv_used, kv_total, batch_size;
     atomic_int_least64_t preemptions;
+    atomic_int_least64_t steps, graph_steps;
     atomic_uint_least64_t prompt_tokens, generation_tokens;
 
     srv_label_counter success, rejected, aborted;
@@ -403,6 +404,8 @@ srv_metrics *srv_metrics_create(const srv_metrics_info *info)
     atomic_init(&m->kv_total, 0);
     atomic_init(&m->batch_size, 0);
     atomic_init(&m->preemptions, 0);
+    atomic_init(&m->steps, 0);
+    atomic_init(&m->graph_steps, 0);
     atomic_init(&m->prompt_tokens, 0);
     atomic_init(&m->generation_tokens, 0);
 
@@ -515,6 +518,8 @@ void srv_metrics_set_sched(srv_metrics *m, const srv_sched_gauges *g)
     atomic_store_explicit(&m->kv_total, g->kv_blocks_total, memory_order_relaxed);
     atomic_store_explicit(&m->batch_size, g->batch_size, memory_order_relaxed);
     atomic_store_explicit(&m->preemptions, g->preemptions_total, memory_order_relaxed);
+    atomic_store_explicit(&m->steps, g->steps_total, memory_order_relaxed);
+    atomic_store_explicit(&m->graph_steps, g->graph_steps_total, memory_order_relaxed);
 }
 
 void srv_metrics_iteration(srv_metrics *m, int64_t tokens)
@@ -568,6 +573,11 @@ char *srv_metrics_render(srv_metrics *m, size_t *len)
                   "KV-cache usage. 1 means 100 percent usage.", ml, fmt_double(num, usage));
     render_int(&b, "vllm:num_preemptions_total", "counter",
                "Cumulative number of preemption from the engine.", ml, preempt);
+    render_int(&b, "flexq_engine_steps_total", "counter", "Engine steps run.", ml,
+               atomic_load_explicit(&m->steps, memory_order_relaxed));
+    render_int(&b, "flexq_engine_graph_steps_total", "counter",
+               "Engine steps that replayed a captured CUDA graph (decode steps, cuda backend).", ml,
+               atomic_load_explicit(&m->graph_steps, memory_order_relaxed));
     snprintf(num, sizeof num, "%llu",
              (unsigned long long)atomic_load_explicit(&m->prompt_tokens, memory_order_relaxed));
     render_scalar(&b, "vllm:prompt_tokens_total", "counter", "Number of prefill tokens processed.",

@@ -10,7 +10,8 @@
  * vllm:request_prefill_time_seconds, vllm:request_decode_time_seconds,
  * vllm:request_prompt_tokens, vllm:request_generation_tokens, vllm:iteration_tokens_total,
  * vllm:request_params_max_tokens, vllm:request_params_n. Ours: counters
- * flexq_requests_rejected_total{reason} and flexq_requests_aborted_total{reason}; gauges
+ * flexq_requests_rejected_total{reason}, flexq_requests_aborted_total{reason},
+ * flexq_engine_steps_total and flexq_engine_graph_steps_total; gauges
  * flexq_batch_size, flexq_kv_blocks_used, flexq_kv_blocks_capacity, flexq_weight_bytes_per_weight
  * (bits per weight / 8) and flexq_build_info{version,backend,mode,model_name} (always 1).
  *
@@ -92,6 +93,9 @@ typedef struct srv_sched_gauges {
     int32_t batch_size;        /* sequences in the last step's batch */
     int64_t preemptions_total; /* cumulative preemptions since start (the scheduler's
                                   counter; exported as vllm:num_preemptions_total) */
+    int64_t steps_total;       /* engine steps since start (flexq_engine_steps_total) */
+    int64_t graph_steps_total; /* of which replayed a CUDA graph
+                                  (flexq_engine_graph_steps_total) */
 } srv_sched_gauges;
 
 /* Sets the scheduler gauges (each field is stored atomically; a render may see fields of two

@@ -12,7 +12,8 @@
 #            prefill): stall reasons, memory and pipe use, $OUT/ncu-*.txt
 #   stream   carry .devcarry/pack — bench_stream: weight-read speed by access pattern alone
 #   e2e P [MODES]  a synthetic model of preset P (flexq-quant --synthetic, written in the cache),
-#            then flexq-bench in each mode (default: flex w8a8 fp16): $OUT/e2e-P.jsonl
+#            then flexq-bench in each mode (default: flex w8a8 fp16; MODE-eager: without CUDA
+#            graphs): $OUT/e2e-P.jsonl
 #   serve P  flexq-serve --backend cuda on the synthetic model of preset P (made by e2e P) under
 #            tests/bench/loadgen.py at concurrency 1, 8, 32, 64, beside flexq-bench's offline rate
 #            at the same batch sizes: $OUT/serve-P.jsonl
@@ -122,8 +123,10 @@ phase_e2e() {
         echo "synthetic $preset: $((SECONDS - t0)) s"
     fi
     for mode in $modes; do
-        timeout 300 "$bin/flexq-bench" --model "$file" --backend cuda --mode "$mode" \
-            --label "$preset" >> "$out/e2e-$preset.jsonl" 2>> "$out/e2e-$preset.log" ||
+        local extra=() # MODE-eager: the same mode with every step run eagerly (no CUDA graphs)
+        [ "${mode%-eager}" != "$mode" ] && extra=(--no-graphs)
+        timeout 300 "$bin/flexq-bench" --model "$file" --backend cuda --mode "${mode%-eager}" \
+            --label "$preset" "${extra[@]}" >> "$out/e2e-$preset.jsonl" 2>> "$out/e2e-$preset.log" ||
             echo "{\"model\": \"$preset\", \"mode\": \"$mode\", \"error\": true}" >> "$out/e2e-$preset.jsonl"
         tail -4 "$out/e2e-$preset.log"
     done

@@ -10,8 +10,9 @@
  * moves the logits by percents (measured on the CPU reference alone: perturbing every linear's
  * input by 1e-7 relative moves w6a8 logits by 5.5 % of the largest), so only a bit-identical fp32
  * order could meet a per-logit bound; the NLL over a thousand tokens is the stable comparison.
- * Then, on the GPU alone, batch invariance: the prompts' greedy tokens decoded alone against inside
- * a batch of 32 (asserted in the float modes, printed in the integer ones: check_batch says why).
+ * Then, on the GPU alone: CUDA graphs against eager steps (check_graphs), and batch invariance: the
+ * prompts' greedy tokens decoded alone against inside a batch of 32 (check_batch says what is
+ * asserted).
  * Skips (77) without a GPU or without the model ($FLEXQ_MODEL). */
 #include "fq_base.h"
 #include "fq_weight.h"
@@ -199,6 +200,67 @@ static int check_batch(const rt_model *m, rt_mode mode, const int32_t *abits, co
     return fails;
 }
 
+/* One greedy run of the prompts together (batch N_PROMPTS, so decode steps run in a padded
+ * bucket) with graphs on or off: tokens, the last logits of each prompt, the backend's counts. */
+static int greedy_graphs(const rt_model *m, rt_backend_params bp, bool graphs, const prompt_set *ps,
+                         int32_t *toks, float *last, rt_backend_stats *st, char *err,
+                         size_t err_len)
+{
+    bp.graphs = graphs;
+    rt_greedy_params gp = rt_greedy_default_params();
+    gp.max_new_tokens = N_GEN;
+    gp.stop_at_eos = false;
+    int32_t n_out[N_PROMPTS];
+    rt_runner *r = NULL;
+    int rc = rt_runner_create(m, "cuda", &bp, &r, err, err_len);
+    if (rc == 0)
+        rc = rt_runner_greedy(r, (const int32_t *const *)ps->ids, ps->n, N_PROMPTS, &gp, toks,
+                              n_out, last, err, err_len);
+    if (rc == 0)
+        rt_runner_stats(r, st);
+    rt_runner_destroy(r);
+    return rc;
+}
+
+/* CUDA graphs against eager steps: the same greedy tokens and the same last logits up to lm_head's
+ * order (cuBLAS may pick another algorithm for the padded bucket's row count; every other kernel
+ * of a decode step is invariant per row, so the rest is bit for bit). Asserted in every mode: equal
+ * tokens, decode steps replayed as graphs when on (none when off), logits within 1e-5 of the
+ * largest. */
+static int check_graphs(const rt_model *m, rt_mode mode, const int32_t *abits, const prompt_set *ps)
+{
+    char err[512] = "";
+    const size_t nv = (size_t)m->cfg.n_vocab;
+    rt_backend_params bp = rt_backend_default_params();
+    bp.mode = mode;
+    bp.abits = mode == RT_MODE_FLEX ? abits : NULL;
+    int32_t tg[N_PROMPTS * N_GEN], te[N_PROMPTS * N_GEN];
+    float *lg = calloc(N_PROMPTS * nv, sizeof *lg), *le = calloc(N_PROMPTS * nv, sizeof *le);
+    rt_backend_stats sg = {0}, se = {0};
+    int rc = lg && le ? 0 : FQ_ENOMEM;
+    if (rc == 0)
+        rc = greedy_graphs(m, bp, true, ps, tg, lg, &sg, err, sizeof err);
+    if (rc == 0)
+        rc = greedy_graphs(m, bp, false, ps, te, le, &se, err, sizeof err);
+    int same = 0;
+    for (int i = 0; rc == 0 && i < N_PROMPTS * N_GEN; i++)
+        same += tg[i] == te[i];
+    const double rd = rc == 0 ? rel_diff(lg, le, N_PROMPTS * nv) : 0.0;
+    const bool ok = rc == 0 && same == N_PROMPTS * N_GEN && sg.graph_steps >= N_GEN - 1 &&
+                    sg.graph_failures == 0 && se.graph_steps == 0 && rd <= 1e-5;
+    if (rc)
+        printf("FAIL mode %s graphs: %s\n", rt_mode_name(mode), err);
+    else
+        printf("%s mode %-5s graphs vs eager: %d/%d tokens equal, last logits max|diff|/max %.2e, "
+               "%lld of %lld steps as graphs (%lld captured, %lld failed)\n",
+               ok ? "ok  " : "FAIL", rt_mode_name(mode), same, N_PROMPTS * N_GEN, rd,
+               (long long)sg.graph_steps, (long long)sg.steps, (long long)sg.graphs_captured,
+               (long long)sg.graph_failures);
+    free(lg);
+    free(le);
+    return ok ? 0 : 1;
+}
+
 static int encode_text(const rt_model *m, const char *path, text_ids *tx)
 {
     FILE *f = fopen(path, "rb");
@@ -270,7 +332,8 @@ int main(void)
         fails += check_mode(m, (rt_mode)mode, abits, &ps, &tx);
     static const rt_mode batch_modes[] = {RT_MODE_FP, RT_MODE_FP16, RT_MODE_FLEX, RT_MODE_W8A8};
     for (size_t i = 0; abits && i < sizeof batch_modes / sizeof batch_modes[0]; i++)
-        fails += check_batch(m, batch_modes[i], abits, &ps);
+        fails += check_graphs(m, batch_modes[i], abits, &ps) +
+                 check_batch(m, batch_modes[i], abits, &ps);
     free(abits);
     free(tx.ids);
     for (int i = 0; i < N_PROMPTS; i++)

@@ -144,7 +144,9 @@ static void test_srv_metrics_counters_and_gauges(void **state)
                           .kv_blocks_used = 25,
                           .kv_blocks_total = 100,
                           .batch_size = 3,
-                          .preemptions_total = 2};
+                          .preemptions_total = 2,
+                          .steps_total = 40,
+                          .graph_steps_total = 31};
     srv_metrics_set_sched(s->m, &g);
 
     const char *t = render(s);
@@ -171,6 +173,8 @@ static void test_srv_metrics_counters_and_gauges(void **state)
     assert_true(value_of(t, "vllm:num_requests_waiting{model_name=\"tiny\"}") == 4);
     assert_true(value_of(t, "vllm:kv_cache_usage_perc{model_name=\"tiny\"}") == 0.25);
     assert_true(value_of(t, "vllm:num_preemptions_total{model_name=\"tiny\"}") == 2);
+    assert_true(value_of(t, "flexq_engine_steps_total{model_name=\"tiny\"}") == 40);
+    assert_true(value_of(t, "flexq_engine_graph_steps_total{model_name=\"tiny\"}") == 31);
     assert_true(value_of(t, "flexq_batch_size{model_name=\"tiny\"}") == 3);
     assert_true(value_of(t, "flexq_kv_blocks_used{model_name=\"tiny\"}") == 25);
     assert_true(value_of(t, "flexq_kv_blocks_capacity{model_name=\"tiny\"}") == 100);
@@ -422,6 +426,8 @@ static void check_families(const char *t)
                                        "vllm:request_params_n",
                                        "flexq_requests_rejected_total",
                                        "flexq_requests_aborted_total",
+                                       "flexq_engine_steps_total",
+                                       "flexq_engine_graph_steps_total",
                                        "flexq_batch_size",
                                        "flexq_kv_blocks_used",
                                        "flexq_kv_blocks_capacity",
