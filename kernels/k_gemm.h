@@ -75,6 +75,11 @@ size_t k_gemm_w6_ws_bytes(const k_w6 *w, int max_m);
 int k_gemm_w6(const int8_t *qx, const float *sx, int m, const k_w6 *w, float *y, long ldy, void *ws,
               size_t ws_bytes, cudaStream_t stream);
 
+/* The prefill kernel k_gemm_w6 uses for m >= 64 (wgmma where the device and build have it, else
+ * the mma.sync one), for any m >= 1: rows computed by it come out the same whatever m is. */
+int k_gemm_w6_prefill(const int8_t *qx, const float *sx, int m, const k_w6 *w, float *y, long ldy,
+                      cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

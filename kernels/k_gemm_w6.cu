@@ -57,6 +57,12 @@ extern "C" int k_gemm_w6(const int8_t *qx, const float *sx, int m, const k_w6 *w
         return k_gemm_w6_gemv(qx, sx, m, w, y, ldy, ws, ws_bytes, stream);
     if (m > K_GEMM_GEMV_MAX_M && m < K_GEMM_PREFILL_MIN_M)
         return k_gemm_w6_mma_decode(qx, sx, m, w, y, ldy, ws, ws_bytes, stream);
+    return k_gemm_w6_prefill(qx, sx, m, w, y, ldy, stream);
+}
+
+extern "C" int k_gemm_w6_prefill(const int8_t *qx, const float *sx, int m, const k_w6 *w, float *y,
+                                 long ldy, cudaStream_t stream)
+{
     if (k_gemm_w6_wgmma(qx, sx, m, w, y, ldy, stream) == 0)
         return 0;
     return k_gemm_w6_mma_prefill(qx, sx, m, w, y, ldy, stream);

@@ -496,10 +496,16 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
     return 0;
 }
 
-/* Device views of one step's metadata (all int32, one upload). */
+/* Device views of one step's metadata (all int32, one upload). The step's first n_dec sequences
+ * are decode rows (one new token each, so tokens 0 .. n_dec - 1); the rest carry prompt chunks.
+ * Each kind has its own kernels whatever the mix (decode: gemv below 64 rows and the decode
+ * attention; the rest: the prefill GEMM and the tiled attention), and each of those is invariant
+ * per row, so a token's result does not depend on the other sequences of its step. */
 typedef struct step_meta {
     int32_t *ids, *pos, *slot, *seq, *seq_tok0, *rows, *tables;
     int32_t n_tok, n_seqs, n_rows, max_blocks, max_new;
+    int32_t n_dec;      /* leading one-token sequences (= their tokens) */
+    int32_t max_new_pf; /* most new tokens of one of the rest */
 } step_meta;
 
 static int grow_meta(rt_backend *be, size_t need, char *err, size_t err_len)
@@ -523,10 +529,14 @@ static int grow_meta(rt_backend *be, size_t need, char *err, size_t err_len)
 static int upload_meta(rt_backend *be, const rt_batch *b, step_meta *sm, char *err, size_t err_len)
 {
     int32_t T = (int32_t)rt_batch_n_tokens(b), S = b->n_seqs, R = (int32_t)rt_batch_n_logits(b);
-    int32_t maxb = 1, max_new = 1;
+    int32_t maxb = 1, max_new = 1, n_dec = 0, max_new_pf = 1;
+    while (n_dec < S && b->seqs[n_dec].n_tokens == 1)
+        n_dec++;
     for (int32_t s = 0; s < S; s++) {
         maxb = b->seqs[s].kv->n_blocks > maxb ? b->seqs[s].kv->n_blocks : maxb;
         max_new = b->seqs[s].n_tokens > max_new ? b->seqs[s].n_tokens : max_new;
+        if (s >= n_dec && b->seqs[s].n_tokens > max_new_pf)
+            max_new_pf = b->seqs[s].n_tokens;
     }
     size_t need = 4 * (size_t)T + (size_t)S + 1 + (size_t)R + (size_t)S * (size_t)maxb;
     int rc = grow_meta(be, need, err, err_len);
@@ -566,7 +576,9 @@ static int upload_meta(rt_backend *be, const rt_batch *b, step_meta *sm, char *e
                       .n_seqs = S,
                       .n_rows = R,
                       .max_blocks = maxb,
-                      .max_new = max_new};
+                      .max_new = max_new,
+                      .n_dec = n_dec,
+                      .max_new_pf = max_new_pf};
     return 0;
 }
 
@@ -602,7 +614,7 @@ static int gemm_rows_w8a8(rt_backend *be, const cu_lin *L, int32_t r0, int32_t r
 
 /* y[:, r0 .. r0 + rows) of a group's GEMM, as the mode says. Input: codes (integer modes) or xf. */
 static int gemm_rows(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows, int bits,
-                     const float *xf, int32_t m, float *y, long ldy)
+                     const float *xf, int32_t m, int32_t n_dec, float *y, long ldy)
 {
     if (be->p.mode == RT_MODE_FP16)
         return gemm_rows_f16(be, L, r0, rows, xf, m, y, ldy);
@@ -622,7 +634,15 @@ static int gemm_rows(rt_backend *be, const cu_lin *L, int32_t r0, int32_t rows, 
               .n = rows,
               .k = L->k,
               .g = L->g};
-    return k_gemm_w6(be->qx[i], be->sx[i], m, &w, y + r0, ldy, be->ws, be->ws_bytes, be->st);
+    /* decode rows: k_gemm_w6's kernel for their count; the rest: the prefill kernel (step_meta) */
+    if (n_dec > 0 &&
+        k_gemm_w6(be->qx[i], be->sx[i], n_dec, &w, y + r0, ldy, be->ws, be->ws_bytes, be->st))
+        return -1;
+    if (m == n_dec)
+        return 0;
+    const int64_t ng = L->k / L->g;
+    return k_gemm_w6_prefill(be->qx[i] + (int64_t)n_dec * L->k, be->sx[i] + n_dec * ng, m - n_dec,
+                             &w, y + r0 + n_dec * ldy, ldy, be->st);
 }
 
 static bool mixed_bits(const cu_lin *L)
@@ -634,13 +654,15 @@ static bool mixed_bits(const cu_lin *L)
 }
 
 /* All linears of a group; one GEMM when their bits agree (or the mode is fp32). */
-static int gemm_group(rt_backend *be, const cu_lin *L, const float *xf, int32_t m, float *y)
+static int gemm_group(rt_backend *be, const cu_lin *L, const float *xf, const step_meta *sm,
+                      float *y)
 {
+    const int32_t m = sm->n_tok, nd = sm->n_dec;
     if (!mixed_bits(L) || !be->int_mode)
-        return gemm_rows(be, L, 0, L->n, L->bits[0], xf, m, y, L->n);
+        return gemm_rows(be, L, 0, L->n, L->bits[0], xf, m, nd, y, L->n);
     int32_t r0 = 0;
     for (int32_t i = 0; i < L->n_part; i++) {
-        if (gemm_rows(be, L, r0, L->rows[i], L->bits[i], xf, m, y, L->n))
+        if (gemm_rows(be, L, r0, L->rows[i], L->bits[i], xf, m, nd, y, L->n))
             return -1;
         r0 += L->rows[i];
     }
@@ -673,6 +695,36 @@ static int norm_into(rt_backend *be, const float *add, const float *w, const cu_
     return quantize_rest(be, L, b, m);
 }
 
+/* Attention over the step's decode rows (decode kernel) and over the rest (tiled kernel), each
+ * call with its own tokens and sequences (step_meta says why). */
+static int attend(rt_backend *be, const step_meta *sm, long ld, const uint16_t *kc,
+                  const uint16_t *vc, const k_attn_shape *sh, int8_t *qo, float *so, int b, int g)
+{
+    const int32_t nd = sm->n_dec;
+    float *out = qo ? NULL : be->att;
+    k_attn_batch ab = {.tok_seq = sm->seq,
+                       .tok_pos = sm->pos,
+                       .seq_tok0 = sm->seq_tok0,
+                       .block_tables = sm->tables,
+                       .max_blocks = sm->max_blocks,
+                       .block_size = be->p.kv.block_size};
+    if (nd > 0) {
+        ab.n_tokens = nd;
+        ab.n_seqs = nd;
+        ab.max_new = 1;
+        if (k_attention(be->qkv, ld, kc, vc, &ab, sh, out, qo, so, b, g, be->st))
+            return -1;
+    }
+    if (nd == sm->n_seqs)
+        return 0;
+    ab.n_tokens = sm->n_tok - nd;
+    ab.n_seqs = sm->n_seqs - nd;
+    ab.seq_tok0 = sm->seq_tok0 + nd; /* the tiled kernel finds its tokens from these */
+    ab.block_tables = sm->tables + (int64_t)nd * sm->max_blocks;
+    ab.max_new = sm->max_new_pf;
+    return k_attention(be->qkv, ld, kc, vc, &ab, sh, out, qo, so, b, g, be->st);
+}
+
 static int attention(rt_backend *be, int32_t l, const step_meta *sm)
 {
     const fq_config *c = &be->m->cfg;
@@ -684,43 +736,35 @@ static int attention(rt_backend *be, int32_t l, const step_meta *sm)
     if (k_rope_kv_store(be->qkv, ld, m, sm->pos, sm->slot, c->n_head, c->n_head_kv, c->head_dim,
                         c->rope_theta, c->rope_style == FQ_ROPE_INTERLEAVED, kc, vc, be->st))
         return -1;
-    k_attn_batch ab = {.n_tokens = m,
-                       .n_seqs = sm->n_seqs,
-                       .tok_seq = sm->seq,
-                       .tok_pos = sm->pos,
-                       .seq_tok0 = sm->seq_tok0,
-                       .block_tables = sm->tables,
-                       .max_blocks = sm->max_blocks,
-                       .max_new = sm->max_new,
-                       .block_size = be->p.kv.block_size};
     k_attn_shape sh = {.n_head = c->n_head,
                        .n_kv = c->n_head_kv,
                        .hd = c->head_dim,
                        .scale = 1.0f / sqrtf((float)c->head_dim)};
     int b = d->o.bits[0];
     bool fused = be->int_mode && c->head_dim % d->o.g == 0;
-    if (k_attention(be->qkv, ld, kc, vc, &ab, &sh, fused ? NULL : be->att,
-                    fused ? be->qx[b == 8] : NULL, fused ? be->sx[b == 8] : NULL, b, d->o.g,
-                    be->st))
+    if (attend(be, sm, ld, kc, vc, &sh, fused ? be->qx[b == 8] : NULL,
+               fused ? be->sx[b == 8] : NULL, b, d->o.g))
         return -1;
     if (be->int_mode && !fused &&
         k_quant(be->att, m, (int)be->qd, b, d->o.g, be->qx[b == 8], be->sx[b == 8], be->st))
         return -1;
-    return gemm_group(be, &d->o, be->att, m, be->tmp);
+    return gemm_group(be, &d->o, be->att, sm, be->tmp);
 }
 
-static int mlp(rt_backend *be, int32_t l, int32_t m)
+static int mlp(rt_backend *be, int32_t l, const step_meta *sm)
 {
+    const int32_t m = sm->n_tok;
     const fq_config *c = &be->m->cfg;
     const cu_layer *d = &be->layers[l];
-    if (norm_into(be, be->tmp, d->ffn_norm, &d->gu, m) || gemm_group(be, &d->gu, be->hf, m, be->gu))
+    if (norm_into(be, be->tmp, d->ffn_norm, &d->gu, m) ||
+        gemm_group(be, &d->gu, be->hf, sm, be->gu))
         return -1;
     int b = d->down.bits[0];
     if (k_silu_mul_quant(be->gu, 2L * c->n_ff, m, c->n_ff, be->int_mode ? NULL : be->hf,
                          be->int_mode ? be->qx[b == 8] : NULL, be->int_mode ? be->sx[b == 8] : NULL,
                          b, be->int_mode ? d->down.g : 32, be->st))
         return -1;
-    return gemm_group(be, &d->down, be->hf, m, be->tmp);
+    return gemm_group(be, &d->down, be->hf, sm, be->tmp);
 }
 
 static int layers_forward(rt_backend *be, const step_meta *sm)
@@ -732,7 +776,7 @@ static int layers_forward(rt_backend *be, const step_meta *sm)
     for (int32_t l = 0; l < md->cfg.n_layer; l++) {
         const cu_layer *d = &be->layers[l];
         if (norm_into(be, l == 0 ? NULL : be->tmp, d->attn_norm, &d->qkv, m) ||
-            gemm_group(be, &d->qkv, be->hf, m, be->qkv) || attention(be, l, sm) || mlp(be, l, m))
+            gemm_group(be, &d->qkv, be->hf, sm, be->qkv) || attention(be, l, sm) || mlp(be, l, sm))
             return -1;
     }
     return 0;
@@ -820,7 +864,9 @@ static step_meta graph_meta(const rt_backend *be, int bi)
                        .n_seqs = B,
                        .n_rows = B,
                        .max_blocks = g->stride,
-                       .max_new = 1};
+                       .max_new = 1,
+                       .n_dec = B,
+                       .max_new_pf = 1};
 }
 
 /* Fills and uploads the step's rows of bucket bi (padding rows: token 0 at position 0 of the

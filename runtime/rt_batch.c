@@ -5,6 +5,18 @@
 
 #include "fq_base.h"
 
+int32_t rt_prefill_chunk(int64_t left, int64_t cap, int64_t step_max)
+{
+    if (left <= 0 || cap <= 0)
+        return 0;
+    int64_t n = left < cap ? left : cap;
+    if (left == 1 || step_max < 2)
+        return (int32_t)n;
+    if (n < left && left - n == 1)
+        n--; /* leave two or more for the next chunk */
+    return n >= 2 ? (int32_t)n : 0;
+}
+
 int64_t rt_batch_n_tokens(const rt_batch *b)
 {
     int64_t n = 0;

@@ -36,6 +36,14 @@ typedef struct rt_batch {
 int64_t rt_batch_n_tokens(const rt_batch *b);
 int64_t rt_batch_n_logits(const rt_batch *b);
 
+/* Tokens of the next chunk of a prompt with `left` tokens still to compute when a step has room
+ * for `cap` (> 0) and a step never carries more than `step_max`: min(left, cap), except that a
+ * prompt longer than one token is never fed one token at a time — no one-token chunk and no
+ * one-token remainder (0: feed none this step) — when step_max >= 2. Backends may compute one-token
+ * rows (decode) with other kernels than longer chunks (rt_backend_cuda.c does), each kind invariant
+ * per row; this keeps every prompt token on the chunk kernels however a batch splits prompts. */
+int32_t rt_prefill_chunk(int64_t left, int64_t cap, int64_t step_max);
+
 /* What a backend accepts in one step. */
 typedef struct rt_batch_limits {
     int32_t max_tokens; /* tokens per step */

@@ -126,7 +126,9 @@ static int32_t build_step(const rt_runner *r, gen_seq *gs, const int32_t *const 
         if (gs[s].fed < n_prompt[s]) {
             int32_t left = n_prompt[s] - gs[s].fed;
             st->tokens = prompts[s] + gs[s].fed;
-            st->n_tokens = left < budget ? left : budget;
+            st->n_tokens = rt_prefill_chunk(left, budget, r->p.max_batch_tokens);
+            if (st->n_tokens == 0)
+                continue;
         } else {
             st->tokens = &gs[s].next;
             st->n_tokens = 1;

@@ -533,9 +533,11 @@ static void plan_prefills(rt_sched *s, int32_t *budget)
                 i--;
             continue; /* the newest: wait for older sequences to free blocks */
         }
-        int64_t n = need < *budget ? need : *budget;
-        n = n < room ? n : room;
-        if (plan(s, q, (int32_t)n, budget) != 0) {
+        int32_t n =
+            rt_prefill_chunk(need, *budget < room ? *budget : room, s->p.max_num_batched_tokens);
+        if (n == 0)
+            continue; /* room for one token only: the prompt waits (rt_prefill_chunk) */
+        if (plan(s, q, n, budget) != 0) {
             seq_finish(s, q, RT_FINISH_ERROR, -1, "out of memory for a KV block table");
             i--;
         }
@@ -549,10 +551,10 @@ static void admit(rt_sched *s, int32_t *budget, double now)
     int64_t slots = (int64_t)rt_kv_n_blocks(s->kv) * rt_kv_block_size(s->kv);
     while (s->wait_head && *budget > 0 && s->n_running < s->p.max_num_seqs) {
         rt_seq *q = s->wait_head;
-        int64_t n = seq_total(q);
-        n = n < *budget ? n : *budget;
-        n = n < slots ? n : slots; /* never more than the cache: it can always start */
-        if (rt_kv_blocks_for(s->kv, n) > rt_kv_n_free(s->kv))
+        /* never more than the cache: it can always start */
+        int64_t n = rt_prefill_chunk(seq_total(q), *budget < slots ? *budget : slots,
+                                     s->p.max_num_batched_tokens);
+        if (n == 0 || rt_kv_blocks_for(s->kv, n) > rt_kv_n_free(s->kv))
             break;
         wait_unlink(s, q);
         q->state = SEQ_RUNNING;

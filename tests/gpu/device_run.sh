@@ -56,7 +56,7 @@ phase_check() {
         test_gemm_w6_wgmma test_btc test_k_ops test_k_attn test_cuda_backend; do
         [ -x "$bin/$t" ] || { echo "MISSING $t" >> "$out/summary.txt"; continue; }
         local t0=$SECONDS
-        timeout 150 "$bin/$t" > "$out/logs/$t.log" 2>&1
+        timeout 300 "$bin/$t" > "$out/logs/$t.log" 2>&1
         local rc=$?
         echo "$t rc=$rc $((SECONDS - t0))s" >> "$out/summary.txt"
         grep -E 'FAIL|ok  mode|mismatch' "$out/logs/$t.log" | head -20 >> "$out/summary.txt"

@@ -11,8 +11,7 @@
  * input by 1e-7 relative moves w6a8 logits by 5.5 % of the largest), so only a bit-identical fp32
  * order could meet a per-logit bound; the NLL over a thousand tokens is the stable comparison.
  * Then, on the GPU alone: CUDA graphs against eager steps (check_graphs), and batch invariance: the
- * prompts' greedy tokens decoded alone against inside a batch of 32 (check_batch says what is
- * asserted).
+ * prompts' greedy tokens decoded alone against inside a batch of 32 (check_batch).
  * Skips (77) without a GPU or without the model ($FLEXQ_MODEL). */
 #include "fq_base.h"
 #include "fq_weight.h"
@@ -145,10 +144,12 @@ out:
 #define N_BATCH 32
 
 /* Greedy tokens of the prompts decoded alone (batch 1 each) against the same prompts inside a batch
- * of N_BATCH (the prompts cycled), on the GPU. Asserted in the float modes (fp, w6a16, fp16);
- * printed in the integer modes, where the GEMMs still pick kernels and split-K by the number of
- * tokens (batch 1 decodes at m = 1, the batch at m = 32; the batch's prefill runs the wgmma kernel)
- * so fp32 sums differ in order and a flipped activation code can change a token. */
+ * of N_BATCH (the prompts cycled), on the GPU; asserted in every mode. It holds because each kernel
+ * a token meets is invariant per row and a token's kind picks its kernels, not the batch: decode
+ * rows (one new token) run gemv (every m < 64) and the decode attention, prompt chunks the prefill
+ * GEMM and the tiled attention, also when both kinds share a step (rt_backend_cuda.c), and a
+ * prompt is never fed one token at a time (rt_prefill_chunk). cuBLAS (fp/fp16 linears, lm_head)
+ * may pick algorithms by the row count; its fp32 sums could then differ in order. */
 static int check_batch(const rt_model *m, rt_mode mode, const int32_t *abits, const prompt_set *ps)
 {
     char err[512] = "";
@@ -186,15 +187,14 @@ static int check_batch(const rt_model *m, rt_mode mode, const int32_t *abits, co
         same += eq;
         seqs_same += eq == N_GEN;
     }
-    const bool strict = mode == RT_MODE_FP || mode == RT_MODE_W6A16 || mode == RT_MODE_FP16;
-    if (rc == 0 && strict && seqs_same != N_BATCH)
+    if (rc == 0 && seqs_same != N_BATCH)
         fails = 1;
     if (rc)
         printf("FAIL mode %s batch %d: %s\n", rt_mode_name(mode), N_BATCH, err);
     else
-        printf("%s mode %-5s batch 1 vs %d: %d/%d sequences and %d/%d tokens equal%s\n",
+        printf("%s mode %-5s batch 1 vs %d: %d/%d sequences and %d/%d tokens equal\n",
                fails ? "FAIL" : "ok  ", rt_mode_name(mode), N_BATCH, seqs_same, N_BATCH, same,
-               N_BATCH * N_GEN, strict ? "" : " (not asserted)");
+               N_BATCH * N_GEN);
     free(alone);
     free(batch);
     return fails;

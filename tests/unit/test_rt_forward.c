@@ -394,6 +394,37 @@ static void test_rt_forward_rejects_bad_input_without_side_effects(void **state)
     rt_runner_destroy(r);
 }
 
+/* Prompt chunks: as large as the room, but never one token of a longer prompt (neither a one-token
+ * chunk nor a one-token remainder), unless a step can only ever carry one token. */
+static void test_rt_forward_prefill_chunk_never_leaves_one_token(void **state)
+{
+    (void)state;
+    assert_int_equal(rt_prefill_chunk(10, 512, 512), 10); /* all of it */
+    assert_int_equal(rt_prefill_chunk(10, 4, 512), 4);
+    assert_int_equal(rt_prefill_chunk(10, 9, 512), 8); /* not 9: one would be left */
+    assert_int_equal(rt_prefill_chunk(10, 1, 512), 0); /* not one token of ten: wait */
+    assert_int_equal(rt_prefill_chunk(3, 2, 512), 0);  /* 2 leaves 1, 1 alone is not allowed */
+    assert_int_equal(rt_prefill_chunk(2, 2, 512), 2);
+    assert_int_equal(rt_prefill_chunk(1, 1, 512), 1); /* a one-token prompt is one token */
+    assert_int_equal(rt_prefill_chunk(10, 1, 1), 1);  /* steps of one token: no choice */
+    assert_int_equal(rt_prefill_chunk(0, 8, 512), 0);
+    assert_int_equal(rt_prefill_chunk(8, 0, 512), 0);
+    for (int64_t left = 2; left < 40; left++) /* every split of any prompt: no single tokens */
+        for (int64_t cap = 1; cap < 40; cap++) {
+            int64_t rest = left, guard = 0;
+            while (rest > 0 && guard++ < 100) {
+                int32_t n = rt_prefill_chunk(rest, cap, 512);
+                if (n == 0) { /* a later step with more room */
+                    n = rt_prefill_chunk(rest, 512, 512);
+                    assert_int_equal(n, rest);
+                }
+                assert_true(n >= 2);
+                rest -= n;
+            }
+            assert_int_equal(rest, 0);
+        }
+}
+
 static void test_rt_forward_unknown_backend_is_an_error(void **state)
 {
     fwd_state *s = *state;
@@ -415,6 +446,7 @@ int main(void)
         cmocka_unit_test(test_rt_forward_argmax_on_the_backend),
         cmocka_unit_test(test_rt_forward_argmax_rule),
         cmocka_unit_test(test_rt_forward_rejects_bad_input_without_side_effects),
+        cmocka_unit_test(test_rt_forward_prefill_chunk_never_leaves_one_token),
         cmocka_unit_test(test_rt_forward_unknown_backend_is_an_error),
     };
     return cmocka_run_group_tests_name("rt_forward", tests, setup, teardown);
