@@ -10,6 +10,7 @@ import sys
 
 STYLE = {  # mode: (label, marker)
     "int6": ("flexq int6 (FlexQ, ours)", "o"),
+    "int6_eager": ("flexq int6, no CUDA graphs", "."),
     "w8a8": ("flexq w8a8 (cuBLAS int8)", "s"),
     "fp16": ("flexq fp16 (cuBLAS fp16)", "^"),
     "hf_fp16": ("HF transformers fp16, static cache + compile", "D"),

@@ -14,7 +14,8 @@
 #   e2e P [MODES]  a synthetic model of preset P (flexq-quant --synthetic, written in the cache),
 #            then flexq-bench in each mode (default: flex w8a8 fp16; MODE-eager: without CUDA
 #            graphs): $OUT/e2e-P.jsonl
-#   serve P  flexq-serve --backend cuda on the synthetic model of preset P (made by e2e P) under
+#   serve P [KV]  flexq-serve --backend cuda (KV cache KV, default 14GiB: 64 x 384 tokens of 7B
+#            need 12.6 GB, of 13B 19.7 GB) on the synthetic model of preset P (made by e2e P) under
 #            tests/bench/loadgen.py at concurrency 1, 8, 32, 64, beside flexq-bench's offline rate
 #            at the same batch sizes: $OUT/serve-P.jsonl
 #   stepprof P B  ncu times every kernel of decode steps at batch B on an 8-layer synthetic model of
@@ -135,13 +136,13 @@ phase_e2e() {
 }
 
 phase_serve() {
-    local preset=$1 file=$cache/synth-$1.fq6.safetensors port=18123
+    local preset=$1 kv=${2:-14GiB} file=$cache/synth-$1.fq6.safetensors port=18123
     [ -d "$cache/pack/bin" ] || unpack
     [ -f "$file" ] || phase_e2e "$preset" flex > /dev/null
     "$bin/flexq-bench" --model "$file" --backend cuda --mode flex --prefill 0 --label "$preset" \
         > "$out/serve-offline-$preset.jsonl" 2>> "$out/serve-$preset.log" || return 1
     "$bin/flexq-serve" --model "$file" --backend cuda --served-model-name "$preset" --port $port \
-        --max-num-seqs 64 --max-num-batched-tokens 2048 --kv-cache-memory 14GiB \
+        --max-num-seqs 64 --max-num-batched-tokens 2048 --kv-cache-memory "$kv" \
         --max-model-len 4096 >> "$out/serve-$preset.log" 2>&1 &
     local pid=$! i
     for i in $(seq 1 120); do
@@ -196,7 +197,7 @@ model) phase_model && echo "model and pack ready" ;;
 memcheck) phase_memcheck ;;
 profile) phase_profile ;;
 e2e) shift; phase_e2e "$@" ;;
-serve) phase_serve "$2" ;;
+serve) phase_serve "$2" "${3:-}" ;;
 stepprof) phase_stepprof "$2" "$3" ;;
 hf)
     shift
