@@ -404,6 +404,21 @@ static int cpu_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *tokens
     return rc;
 }
 
+static int cpu_forward_sample(rt_backend *be, const rt_batch *b, const rt_sample_row *rows,
+                              int32_t *tokens, char *err, size_t err_len)
+{
+    const int64_t n = rt_batch_n_logits(b), nv = be->m->cfg.n_vocab;
+    float *logits = fq_malloc_array((size_t)(n > 0 ? n : 1) * (size_t)nv, sizeof *logits);
+    if (!logits)
+        return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory for %lld logits rows",
+                      (long long)n);
+    int rc = cpu_forward(be, b, logits, err, err_len);
+    for (int64_t r = 0; rc == 0 && r < n; r++)
+        rc = rt_sample_row_pick(&rows[r], logits + r * nv, (int32_t)nv, &tokens[r], err, err_len);
+    free(logits);
+    return rc;
+}
+
 /* Bytes of one linear's weights as this backend holds them in its mode. */
 static int64_t linear_bytes(const rt_backend *be, const rt_linear *l)
 {
@@ -450,7 +465,8 @@ const rt_ops rt_backend_cpu_ops = {.name = "cpu",
                                    .forward = cpu_forward,
                                    .mem = cpu_mem,
                                    .forward_argmax = cpu_forward_argmax,
-                                   .stats = cpu_stats};
+                                   .stats = cpu_stats,
+                                   .forward_sample = cpu_forward_sample};
 
 const rt_ops *rt_backend_find(const char *name)
 {

@@ -26,6 +26,9 @@
  * device addresses: per step only the token ids, positions, cache slots and block-table rows go up
  * (the sequence index of each row is the identity in a decode step, uploaded once). Every GEMM of a
  * decode step is m-invariant per row (k_gemm.h), so padding changes no real row's result.
+ *
+ * Tokens are picked where the logits are when the caller allows (forward_argmax, forward_sample:
+ * k_argmax, k_sample): 4 bytes per row come back instead of n_vocab floats.
  */
 #include "rt_ops.h"
 
@@ -34,6 +37,7 @@
 #include "k_attn.h"
 #include "k_gemm.h"
 #include "k_ops.h"
+#include "k_sample.h"
 #include "k_w8a8.h"
 
 #include <cublas_v2.h>
@@ -109,9 +113,10 @@ struct rt_backend {
     size_t meta_cap; /* int32 entries */
     int32_t *pos, *seq_of;
     int64_t *slot;
-    int32_t *tok_d; /* [max_batch_tokens] argmax of each logits row (forward_argmax) */
+    int32_t *tok_d; /* [max_batch_tokens] token of each logits row (forward_argmax, _sample) */
     int32_t *tok_h; /* pinned copy of it */
-    void *blas_ws;  /* cuBLAS workspace, fixed so that graph capture allocates nothing */
+    k_sample_row *srow_h, *srow_d; /* [max_batch_tokens] forward_sample's rows, pinned and device */
+    void *blas_ws; /* cuBLAS workspace, fixed so that graph capture allocates nothing */
     cu_graphs gr;
 };
 
@@ -165,6 +170,7 @@ static void cuda_destroy(rt_backend *be)
         cudaStreamDestroy(be->st);
     cudaFreeHost(be->meta_h);
     cudaFreeHost(be->tok_h);
+    cudaFreeHost(be->srow_h);
     free(be->layers);
     free(be->pos);
     free(be->seq_of);
@@ -387,6 +393,8 @@ static int alloc_scratch(rt_backend *be, char *err, size_t err_len)
               be->gu && be->logits && be->xn16;
     ok = ok && (be->tok_d = dev_alloc(be, mt * sizeof(int32_t))) != NULL &&
          cudaMallocHost((void **)&be->tok_h, mt * sizeof(int32_t)) == cudaSuccess;
+    ok = ok && (be->srow_d = dev_alloc(be, mt * sizeof(k_sample_row))) != NULL &&
+         cudaMallocHost((void **)&be->srow_h, mt * sizeof(k_sample_row)) == cudaSuccess;
     if (ok && be->p.mode == RT_MODE_FP16)
         ok = (be->x16 = dev_alloc(be, mt * widest * sizeof(uint16_t))) != NULL;
     if (ok && be->p.mode == RT_MODE_W8A8) {
@@ -993,6 +1001,19 @@ static int cuda_forward(rt_backend *be, const rt_batch *b, float *logits, char *
     return e == cudaSuccess ? 0 : cuda_fail(err, err_len, e, "the step");
 }
 
+/* The n tokens the kernels left in tok_d, to the host. */
+static int tokens_back(rt_backend *be, int32_t n, int32_t *tokens, char *err, size_t err_len)
+{
+    cudaError_t e = cudaMemcpyAsync(be->tok_h, be->tok_d, (size_t)n * sizeof(int32_t),
+                                    cudaMemcpyDeviceToHost, be->st);
+    if (e == cudaSuccess)
+        e = cudaStreamSynchronize(be->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, err_len, e, "the step");
+    memcpy(tokens, be->tok_h, (size_t)n * sizeof(int32_t));
+    return 0;
+}
+
 /* The argmax of each row on the device (k_argmax, rt_argmax's rule); 4 bytes per row come back. */
 static int cuda_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
                                size_t err_len)
@@ -1003,14 +1024,59 @@ static int cuda_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *token
         return rc;
     if (k_argmax(be->logits, sm.n_rows, be->m->cfg.n_vocab, be->tok_d, be->st))
         return fq_err(err, err_len, FQ_EIO, "cuda backend: the argmax kernel did not start");
-    cudaError_t e = cudaMemcpyAsync(be->tok_h, be->tok_d, (size_t)sm.n_rows * sizeof(int32_t),
-                                    cudaMemcpyDeviceToHost, be->st);
-    if (e == cudaSuccess)
-        e = cudaStreamSynchronize(be->st);
-    if (e != cudaSuccess)
-        return cuda_fail(err, err_len, e, "the step");
-    memcpy(tokens, be->tok_h, (size_t)sm.n_rows * sizeof(int32_t));
+    return tokens_back(be, sm.n_rows, tokens, err, err_len);
+}
+
+/* Checks every row as the sampler would (FQ_EINVAL) and says whether all are greedy. */
+static int check_rows(const rt_backend *be, const rt_sample_row *rows, int64_t n, bool *greedy,
+                      char *err, size_t err_len)
+{
+    *greedy = true;
+    for (int64_t r = 0; r < n; r++) {
+        rt_sampling_params p = rt_sampling_default_params();
+        p.temperature = rows[r].temperature;
+        p.top_k = rows[r].top_k;
+        p.top_p = rows[r].top_p;
+        p.min_p = rows[r].min_p;
+        int rc = rt_sampling_validate(&p, be->m->cfg.n_vocab, err, err_len, NULL);
+        if (rc == 0 && !(rows[r].u > 0.0 && rows[r].u < 1.0))
+            rc = fq_err(err, err_len, FQ_EINVAL, "sample row %lld: draw %g outside (0, 1)",
+                        (long long)r, rows[r].u);
+        if (rc)
+            return rc;
+        *greedy = *greedy && rows[r].temperature < RT_SAMPLER_GREEDY_EPS;
+    }
     return 0;
+}
+
+/* Sampling on the device (k_sample): the rows go up, 4 bytes per row come back; all-greedy steps
+ * take the argmax kernel. */
+static int cuda_forward_sample(rt_backend *be, const rt_batch *b, const rt_sample_row *rows,
+                               int32_t *tokens, char *err, size_t err_len)
+{
+    const int64_t n = rt_batch_n_logits(b);
+    bool greedy;
+    int rc = check_rows(be, rows, n, &greedy, err, err_len);
+    if (rc || greedy)
+        return rc ? rc : cuda_forward_argmax(be, b, tokens, err, err_len);
+    step_meta sm = {0};
+    rc = run_step(be, b, &sm, err, err_len);
+    if (rc)
+        return rc;
+    for (int32_t r = 0; r < sm.n_rows; r++)
+        be->srow_h[r] = (k_sample_row){.temperature = rows[r].temperature,
+                                       .top_k = rows[r].top_k,
+                                       .top_p = rows[r].top_p,
+                                       .min_p = rows[r].min_p,
+                                       .u = rows[r].u};
+    cudaError_t e =
+        cudaMemcpyAsync(be->srow_d, be->srow_h, (size_t)sm.n_rows * sizeof(k_sample_row),
+                        cudaMemcpyHostToDevice, be->st);
+    if (e != cudaSuccess)
+        return cuda_fail(err, err_len, e, "uploading the sampling rows");
+    if (k_sample(be->logits, sm.n_rows, be->m->cfg.n_vocab, be->srow_d, be->tok_d, be->st))
+        return fq_err(err, err_len, FQ_EIO, "cuda backend: the sampling kernel did not start");
+    return tokens_back(be, sm.n_rows, tokens, err, err_len);
 }
 
 static void cuda_mem(const rt_backend *be, rt_backend_mem *out)
@@ -1029,4 +1095,5 @@ const rt_ops rt_backend_cuda_ops = {.name = "cuda",
                                     .forward = cuda_forward,
                                     .mem = cuda_mem,
                                     .forward_argmax = cuda_forward_argmax,
-                                    .stats = cuda_stats};
+                                    .stats = cuda_stats,
+                                    .forward_sample = cuda_forward_sample};

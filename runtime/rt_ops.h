@@ -14,6 +14,7 @@
 
 #include "rt_kv.h"
 #include "rt_model.h"
+#include "rt_sampler.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -150,6 +151,13 @@ typedef struct rt_ops {
                           size_t err_len);
     /* Step counts (no effect on the backend). */
     void (*stats)(const rt_backend *be, rt_backend_stats *out);
+    /* One step as forward, returning for each logits row the token rt_sample_row_pick(&rows[r],
+     * row r's logits) picks (rt_sampler.h): rows and tokens [rt_batch_n_logits(b)]. A backend may
+     * sum in another order (cuda: exact fixed-point sums), so a draw that falls within rounding of
+     * a boundary between two tokens may pick the neighbour. The same checks and errors as forward,
+     * and FQ_EINVAL for a row rt_sampling_validate would refuse. NULL: not offered. */
+    int (*forward_sample)(rt_backend *be, const rt_batch *b, const rt_sample_row *rows,
+                          int32_t *tokens, char *err, size_t err_len);
 } rt_ops;
 
 /* The first index of the largest of v[0..n) (n >= 1); NaN never wins (all NaN: 0). Greedy decoding

@@ -290,6 +290,19 @@ void rt_sampler_reset(rt_sampler *s)
     s->n_gen = 0;
 }
 
+bool rt_sampler_row(const rt_sampler *s, rt_sample_row *row)
+{
+    if (s->n_bias != 0 || s->logprobs >= 0 || s->presence != 0.0f || s->frequency != 0.0f ||
+        s->repetition != 1.0f)
+        return false;
+    *row = (rt_sample_row){.temperature = s->temperature,
+                           .top_k = s->top_k,
+                           .top_p = s->top_p,
+                           .min_p = s->min_p,
+                           .u = next_uniform(s)};
+    return true;
+}
+
 bool rt_sampler_is_plain_greedy(const rt_sampler *s)
 {
     return s->temperature < RT_SAMPLER_GREEDY_EPS && s->n_bias == 0 && s->logprobs < 0 &&
@@ -747,6 +760,21 @@ static int32_t draw_filtered(rt_sampler *s, const float *l, float m, float t, fl
 
 /* ---- the step -------------------------------------------------------------------------------- */
 
+/* The token drawn from logits (bias and penalties applied, block maxima in s, max m) with draw u:
+ * the greedy rule, or temperature, min_p, top_k, top_p and u. */
+static int32_t pick(rt_sampler *s, const float *logits, float m, double u)
+{
+    if (s->temperature < RT_SAMPLER_GREEDY_EPS || !isfinite(m))
+        return first_index_of_max(s, logits, m);
+    float t = s->temperature;
+    float lo = s->min_p > 0.0f ? m + t * logf(s->min_p) : -INFINITY;
+    if (lo > m) /* rounding: the max always survives */
+        lo = m;
+    if (s->cand_key)
+        return draw_filtered(s, logits, m, t, lo, u);
+    return draw_plain(s, logits, m, 1.0f / t, lo, u);
+}
+
 int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
 {
     apply_bias_and_penalties(s, logits);
@@ -763,20 +791,7 @@ int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
         res->n_top = top_logprobs(s, logits, s->logprobs, lse, res->top);
     }
 
-    int32_t tok;
-    if (s->temperature < RT_SAMPLER_GREEDY_EPS || !isfinite(m)) {
-        tok = first_index_of_max(s, logits, m);
-    } else {
-        double u = next_uniform(s);
-        float t = s->temperature;
-        float lo = s->min_p > 0.0f ? m + t * logf(s->min_p) : -INFINITY;
-        if (lo > m) /* rounding: the max always survives */
-            lo = m;
-        if (s->cand_key)
-            tok = draw_filtered(s, logits, m, t, lo, u);
-        else
-            tok = draw_plain(s, logits, m, 1.0f / t, lo, u);
-    }
+    int32_t tok = pick(s, logits, m, next_uniform(s));
 
     if (res) {
         res->token = tok;
@@ -785,4 +800,23 @@ int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
     }
     rt_sampler_accept(s, tok);
     return tok;
+}
+
+int rt_sample_row_pick(const rt_sample_row *row, const float *logits, int32_t n_vocab,
+                       int32_t *token, char *err, size_t err_len)
+{
+    if (!(row->u > 0.0 && row->u < 1.0))
+        return fq_err(err, err_len, FQ_EINVAL, "sample row: draw %g outside (0, 1)", row->u);
+    rt_sampling_params p = rt_sampling_default_params();
+    p.temperature = row->temperature;
+    p.top_k = row->top_k;
+    p.top_p = row->top_p;
+    p.min_p = row->min_p;
+    rt_sampler *s = NULL;
+    int rc = rt_sampler_create(&p, n_vocab, NULL, 0, 0, &s, err, err_len);
+    if (rc)
+        return rc;
+    *token = pick(s, logits, block_maxima(s, logits), row->u);
+    rt_sampler_destroy(s);
+    return 0;
 }

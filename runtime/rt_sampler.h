@@ -122,6 +122,27 @@ void rt_sampler_accept(rt_sampler *s, int32_t token);
  * and the token may be chosen elsewhere (on the device) and recorded with rt_sampler_accept. */
 bool rt_sampler_is_plain_greedy(const rt_sampler *s);
 
+/* The draw of one step when nothing but the filters and the random draw is needed — what a backend
+ * can do where the logits are (rt_ops.h forward_sample). */
+typedef struct rt_sample_row {
+    float temperature; /* below RT_SAMPLER_GREEDY_EPS: greedy */
+    int32_t top_k;     /* 0 = off */
+    float top_p;       /* 1 = off */
+    float min_p;       /* 0 = off */
+    double u;          /* the step's draw, in (0, 1) */
+} rt_sample_row;
+
+/* True when s has no logit_bias, no penalty and no logprobs; then *row gets its filters and the
+ * draw of its next token (not consumed: record the token with rt_sampler_accept). Then
+ * rt_sample_row_pick(row, logits) is the token rt_sampler_sample(s, logits) would return. */
+bool rt_sampler_row(const rt_sampler *s, rt_sample_row *row);
+
+/* The token a sampler with row's filters picks from logits [n_vocab] with row->u as its draw (the
+ * reference the backends' forward_sample follows; uses a scratch sampler, so it allocates): 0 and
+ * *token, or FQ_EINVAL (bad row) / FQ_ENOMEM with err set. */
+int rt_sample_row_pick(const rt_sample_row *row, const float *logits, int32_t n_vocab,
+                       int32_t *token, char *err, size_t err_len);
+
 /* Returns to the state right after create (prompt kept, nothing generated, random stream at its
  * start). With rt_sampler_accept over the tokens generated so far this restores a sampler after
  * preemption by recompute. */

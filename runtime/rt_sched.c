@@ -56,12 +56,13 @@ struct rt_sched {
     rt_kv *kv;
     rt_sched_params p; /* max_model_len resolved */
     int32_t n_vocab;
-    int32_t eos;        /* the tokenizer's EOS, -1 when none */
-    float *logits;      /* [max_num_seqs, n_vocab] one row per sequence of the batch */
-    int32_t *picked;    /* [max_num_seqs] tokens the backend chose (forward_argmax steps) */
-    rt_seq_step *steps; /* [max_num_seqs] */
-    rt_seq **batch;     /* [max_num_seqs] the sequence of each step row */
-    rt_seq **running;   /* [max_num_seqs] admission order, oldest first */
+    int32_t eos;         /* the tokenizer's EOS, -1 when none */
+    float *logits;       /* [max_num_seqs, n_vocab] one row per sequence of the batch */
+    int32_t *picked;     /* [max_num_seqs] tokens the backend chose (forward_sample steps) */
+    rt_sample_row *rows; /* [max_num_seqs] each sequence's filters and draw for forward_sample */
+    rt_seq_step *steps;  /* [max_num_seqs] */
+    rt_seq **batch;      /* [max_num_seqs] the sequence of each step row */
+    rt_seq **running;    /* [max_num_seqs] admission order, oldest first */
     int32_t n_running;
     rt_seq *wait_head, *wait_tail;
     int32_t n_waiting;
@@ -279,7 +280,8 @@ int rt_sched_create(const rt_model *m, const rt_ops *ops, const rt_sched_params 
     s->batch = fq_calloc_array(n, sizeof *s->batch);
     s->running = fq_calloc_array(n, sizeof *s->running);
     s->picked = fq_calloc_array(n, sizeof *s->picked);
-    if (rc || !s->logits || !s->steps || !s->batch || !s->running || !s->picked)
+    s->rows = fq_calloc_array(n, sizeof *s->rows);
+    if (rc || !s->logits || !s->steps || !s->batch || !s->running || !s->picked || !s->rows)
         rc = fq_err(err, err_len, FQ_ENOMEM, "scheduler: out of memory");
     else
         rc = ops->create(m, &bp, &s->be, err, err_len);
@@ -312,6 +314,7 @@ void rt_sched_destroy(rt_sched *s)
     rt_kv_destroy(s->kv);
     free(s->logits);
     free(s->picked);
+    free(s->rows);
     free(s->steps);
     free(s->batch);
     free(s->running);
@@ -569,8 +572,8 @@ static void admit(rt_sched *s, int32_t *budget, double now)
 }
 
 /* Samples q's next token from its logits row, emits it, and finishes q when it is done. */
-/* q's next token: sampled from its logits row, or (row NULL) the one the backend picked, which
- * only happens for plain-greedy samplers (rt_sched_step checks). */
+/* q's next token: sampled from its logits row, or (row NULL) the one the backend picked with the
+ * sampler's row (rt_sampler_row; rt_sched_step checks that the sampler had one). */
 static void take_token(rt_sched *s, rt_seq *q, float *row, int32_t picked, double now)
 {
     rt_sample_result res;
@@ -641,14 +644,15 @@ int rt_sched_step(rt_sched *s, char *err, size_t err_len)
         return s->n_running + s->n_waiting;
     char msg[256] = "";
     rt_batch b = {.seqs = s->steps, .n_seqs = n};
-    /* when every sequence of the step samples a plain argmax, the backend picks the tokens where
-     * the logits are (cuda: on the device; 4 bytes per sequence come back) */
-    bool on_backend = s->ops->forward_argmax != NULL;
+    /* when no sequence of the step needs more than its filters and draw (no bias, penalties or
+     * logprobs), the backend picks the tokens where the logits are (cuda: on the device; 4 bytes
+     * per sequence come back) */
+    bool on_backend = s->ops->forward_sample != NULL;
     for (int32_t k = 0; k < n && on_backend; k++)
-        on_backend = rt_sampler_is_plain_greedy(s->batch[k]->smp);
-    int rc = on_backend ? s->ops->forward_argmax(s->be, &b, s->picked, msg, sizeof msg)
+        on_backend = rt_sampler_row(s->batch[k]->smp, &s->rows[k]);
+    int rc = on_backend ? s->ops->forward_sample(s->be, &b, s->rows, s->picked, msg, sizeof msg)
                         : s->ops->forward(s->be, &b, s->logits, msg, sizeof msg);
-    s->st.n_steps_argmax += on_backend;
+    s->st.n_steps_picked += on_backend;
     s->st.n_steps++;
     for (int32_t k = 0; k < n; k++) {
         rt_seq *q = s->batch[k];

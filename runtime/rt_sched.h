@@ -137,7 +137,7 @@ typedef struct rt_sched_stats {
     int32_t last_step_tokens;   /* tokens in the last step's batch */
     int32_t last_step_seqs;     /* sequences in the last step's batch */
     int64_t n_steps;            /* forward steps run */
-    int64_t n_steps_argmax;     /* of which the backend picked every token (forward_argmax) */
+    int64_t n_steps_picked;     /* of which the backend picked every token (forward_sample) */
     int64_t n_steps_graph;      /* of which the backend replayed a CUDA graph */
     int64_t n_preemptions;      /* sequences preempted so far */
     int64_t n_prompt_tokens;    /* prompt tokens computed so far (recomputation included) */

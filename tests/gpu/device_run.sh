@@ -54,7 +54,7 @@ phase_check() {
     : > "$out/summary.txt"
     local fails=0
     for t in test_gpu_device test_gemm_w6_decode test_gemm_w6_mma test_gemm_w6_prefill \
-        test_gemm_w6_wgmma test_btc test_k_ops test_k_attn test_cuda_backend; do
+        test_gemm_w6_wgmma test_btc test_k_ops test_k_attn test_k_sample test_cuda_backend; do
         [ -x "$bin/$t" ] || { echo "MISSING $t" >> "$out/summary.txt"; continue; }
         local t0=$SECONDS
         timeout 300 "$bin/$t" > "$out/logs/$t.log" 2>&1

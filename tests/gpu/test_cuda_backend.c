@@ -10,8 +10,9 @@
  * moves the logits by percents (measured on the CPU reference alone: perturbing every linear's
  * input by 1e-7 relative moves w6a8 logits by 5.5 % of the largest), so only a bit-identical fp32
  * order could meet a per-logit bound; the NLL over a thousand tokens is the stable comparison.
- * Then, on the GPU alone: CUDA graphs against eager steps (check_graphs), and batch invariance: the
- * prompts' greedy tokens decoded alone against inside a batch of 32 (check_batch).
+ * Then, on the GPU alone: CUDA graphs against eager steps (check_graphs), batch invariance: the
+ * prompts' greedy tokens decoded alone against inside a batch of 32 (check_batch), and sampling on
+ * the device against the host's pick from the same logits (check_sample).
  * Skips (77) without a GPU or without the model ($FLEXQ_MODEL). */
 #include "fq_base.h"
 #include "fq_weight.h"
@@ -261,6 +262,70 @@ static int check_graphs(const rt_model *m, rt_mode mode, const int32_t *abits, c
     return ok ? 0 : 1;
 }
 
+/* Sampling on the device through the backend (forward_sample): the prompts as one prefill step,
+ * once with forward (logits to the host, picked there by rt_sample_row_pick) and once with
+ * forward_sample (the same step again: the same cache writes, the same logits) for rows of every
+ * filter kind; asserted: the tokens agree on every row but at most one (a draw within rounding of
+ * a boundary may pick the neighbour: k_sample.h), and greedy rows exactly. */
+static int check_sample(const rt_model *m, rt_mode mode, const int32_t *abits, const prompt_set *ps)
+{
+    char err[512] = "";
+    rt_backend_params bp = rt_backend_default_params();
+    bp.mode = mode;
+    bp.abits = mode == RT_MODE_FLEX ? abits : NULL;
+    bp.kv.n_blocks = 64;
+    const int32_t nv = m->cfg.n_vocab;
+    rt_kv *kv = NULL;
+    rt_backend *be = NULL;
+    rt_kv_seq seqs[N_PROMPTS] = {0};
+    rt_seq_step steps[N_PROMPTS];
+    int rc = rt_kv_create(&bp.kv, &kv);
+    for (int i = 0; rc == 0 && i < N_PROMPTS; i++) {
+        rc = rt_kv_seq_reserve(kv, &seqs[i], ps->n[i]);
+        steps[i] = (rt_seq_step){.tokens = ps->ids[i], .n_tokens = ps->n[i], .kv = &seqs[i]};
+    }
+    if (rc == 0)
+        rc = rt_backend_cuda_ops.create(m, &bp, &be, err, sizeof err);
+    rt_batch b = {.seqs = steps, .n_seqs = N_PROMPTS};
+    enum { TRIES = 8 };
+    float *logits = calloc((size_t)N_PROMPTS * nv, sizeof *logits);
+    int same = 0, total = 0, greedy_diff = 0;
+    for (int t = 0; rc == 0 && t < TRIES; t++) {
+        rt_sample_row rows[N_PROMPTS];
+        for (int i = 0; i < N_PROMPTS; i++) {
+            const int kind = (t * N_PROMPTS + i) % 6;
+            rows[i] = (rt_sample_row){.temperature = kind == 0 ? 0.0f : 0.6f + 0.1f * (float)t,
+                                      .top_k = kind == 2 ? 20 : (kind == 5 ? 200 : 0),
+                                      .top_p = kind == 3 || kind == 5 ? 0.8f : 1.0f,
+                                      .min_p = kind == 4 ? 0.05f : 0.0f,
+                                      .u = (0.5 + (double)(t * N_PROMPTS + i)) / (TRIES * 3.0)};
+        }
+        int32_t dev[N_PROMPTS];
+        rc = logits ? rt_backend_cuda_ops.forward(be, &b, logits, err, sizeof err) : FQ_ENOMEM;
+        if (rc == 0)
+            rc = rt_backend_cuda_ops.forward_sample(be, &b, rows, dev, err, sizeof err);
+        for (int i = 0; rc == 0 && i < N_PROMPTS; i++) {
+            int32_t want = -1;
+            rc = rt_sample_row_pick(&rows[i], logits + (size_t)i * nv, nv, &want, err, sizeof err);
+            same += dev[i] == want;
+            total++;
+            greedy_diff += rows[i].temperature == 0.0f && dev[i] != want;
+        }
+    }
+    const bool ok = rc == 0 && greedy_diff == 0 && total - same <= 1;
+    if (rc)
+        printf("FAIL mode %s sampling: %s\n", rt_mode_name(mode), err);
+    else
+        printf("%s mode %-5s sampling on the device: %d/%d rows pick the host's token\n",
+               ok ? "ok  " : "FAIL", rt_mode_name(mode), same, total);
+    rt_backend_cuda_ops.destroy(be);
+    for (int i = 0; i < N_PROMPTS; i++)
+        rt_kv_seq_release(kv, &seqs[i]);
+    rt_kv_destroy(kv);
+    free(logits);
+    return ok ? 0 : 1;
+}
+
 static int encode_text(const rt_model *m, const char *path, text_ids *tx)
 {
     FILE *f = fopen(path, "rb");
@@ -333,7 +398,8 @@ int main(void)
     static const rt_mode batch_modes[] = {RT_MODE_FP, RT_MODE_FP16, RT_MODE_FLEX, RT_MODE_W8A8};
     for (size_t i = 0; abits && i < sizeof batch_modes / sizeof batch_modes[0]; i++)
         fails += check_graphs(m, batch_modes[i], abits, &ps) +
-                 check_batch(m, batch_modes[i], abits, &ps);
+                 check_batch(m, batch_modes[i], abits, &ps) +
+                 check_sample(m, batch_modes[i], abits, &ps);
     free(abits);
     free(tx.ids);
     for (int i = 0; i < N_PROMPTS; i++)

@@ -1001,6 +1001,57 @@ static void time_case(const char *name, const rt_sampling_params *p, const float
     rt_sampler_destroy(s);
 }
 
+/* A sampler's row (filters and the next draw) picks with rt_sample_row_pick the token the sampler
+ * samples, draw for draw, across filters, temperatures and a vocabulary of several blocks; rows
+ * are refused for samplers that need the logits (bias, penalties, logprobs). */
+static void test_rt_sampler_row_pick_is_the_samplers_draw(void **state)
+{
+    (void)state;
+    enum { NV = 3000 };
+    float *logits = malloc(NV * sizeof *logits), *scratch = malloc(NV * sizeof *scratch);
+    assert_non_null(logits);
+    assert_non_null(scratch);
+    uint64_t g = 77;
+    char err[256];
+    for (int c = 0; c < 48; c++) {
+        for (int i = 0; i < NV; i++)
+            logits[i] = 3.0f * test_gauss(&g);
+        logits[c * 37 % NV] = logits[(c * 37 + 5) % NV]; /* a tie */
+        rt_sampling_params p = rt_sampling_default_params();
+        p.temperature = c % 8 == 7 ? 0.0f : 0.3f + 0.25f * (float)(c % 6);
+        p.top_k = c % 4 == 0 ? 1 + c : (c % 4 == 1 ? 2000 : 0); /* above ceil(NV / 512) too */
+        p.top_p = c % 3 == 0 ? 0.5f + 0.01f * (float)c : 1.0f;
+        p.min_p = c % 5 == 0 ? 0.02f : 0.0f;
+        p.has_seed = true;
+        p.seed = (uint64_t)c;
+        rt_sampler *s = make(&p, NV, NULL, 0, 0);
+        for (int step = 0; step < 6; step++) {
+            rt_sample_row row;
+            assert_true(rt_sampler_row(s, &row));
+            int32_t tok = -1;
+            assert_int_equal(rt_sample_row_pick(&row, logits, NV, &tok, err, sizeof err), 0);
+            assert_int_equal(tok, sample_copy(s, logits, NV, scratch, NULL));
+        }
+        rt_sampler_destroy(s);
+    }
+    rt_sampling_params p = rt_sampling_default_params();
+    rt_sample_row row;
+    p.logprobs = 0;
+    rt_sampler *s = make(&p, NV, NULL, 0, 0);
+    assert_false(rt_sampler_row(s, &row));
+    rt_sampler_destroy(s);
+    p = rt_sampling_default_params();
+    p.presence_penalty = 0.5f;
+    s = make(&p, NV, NULL, 0, 0);
+    assert_false(rt_sampler_row(s, &row));
+    rt_sampler_destroy(s);
+    row = (rt_sample_row){.temperature = 1.0f, .top_p = 1.0f, .u = 1.5};
+    int32_t tok;
+    assert_int_equal(rt_sample_row_pick(&row, logits, NV, &tok, err, sizeof err), FQ_EINVAL);
+    free(logits);
+    free(scratch);
+}
+
 static void test_rt_sampler_speed_n_vocab_49152(void **state)
 {
     (void)state;
@@ -1070,6 +1121,7 @@ int main(void)
         cmocka_unit_test(test_rt_sampler_logprobs_are_log_softmax),
         cmocka_unit_test(test_rt_sampler_validation_names_the_parameter),
         cmocka_unit_test(test_rt_sampler_replay_after_reset_or_recreate),
+        cmocka_unit_test(test_rt_sampler_row_pick_is_the_samplers_draw),
         cmocka_unit_test(test_rt_sampler_speed_n_vocab_49152),
     };
     return cmocka_run_group_tests_name("rt_sampler", tests, NULL, NULL);

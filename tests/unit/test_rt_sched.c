@@ -754,9 +754,9 @@ static void test_rt_sched_seeded_sampling_is_reproducible(void **state)
     free(bc);
 }
 
-/* Steps whose sequences all sample a plain argmax let the backend pick the tokens
- * (forward_argmax); a step with any other sampler takes the logits. The tokens are the runner's
- * either way. */
+/* Steps whose sequences need no more than their filters and draw let the backend pick the tokens
+ * (forward_sample); a step with a sampler that wants logprobs takes the logits. The tokens are the
+ * runner's either way. */
 static void test_rt_sched_greedy_steps_pick_on_the_backend(void **state)
 {
     sched_state *st = *state;
@@ -774,7 +774,7 @@ static void test_rt_sched_greedy_steps_pick_on_the_backend(void **state)
     rt_sched_stats s1;
     rt_sched_stats_get(s, &s1);
     assert_int_equal(s1.n_steps, 12);
-    assert_int_equal(s1.n_steps_argmax, 12);
+    assert_int_equal(s1.n_steps_picked, 12);
     assert_memory_equal(a.tokens, want_a, sizeof want_a);
 
     collector a2 = {0}, b = {0};
@@ -793,7 +793,7 @@ static void test_rt_sched_greedy_steps_pick_on_the_backend(void **state)
     rt_sched_stats s2;
     rt_sched_stats_get(s, &s2);
     assert_int_equal(s2.n_steps - s1.n_steps, 12); /* both in every step from the first */
-    assert_int_equal(s2.n_steps_argmax - s1.n_steps_argmax, 8); /* a2 alone after b's 4 */
+    assert_int_equal(s2.n_steps_picked - s1.n_steps_picked, 8); /* a2 alone after b's 4 */
     assert_memory_equal(a2.tokens, want_a, sizeof want_a);
     assert_memory_equal(b.tokens, want_b, sizeof want_b);
     for (int i = 0; i < 4; i++)
@@ -845,6 +845,64 @@ static void test_rt_sched_forward_error_fails_that_batch_only(void **state)
     assert_memory_equal(b.tokens, want, sizeof want);
     assert_all_blocks_free(s);
     rt_sched_destroy(s);
+}
+
+/* Runs four seeded sampling requests (temperature with top_k, top_p, min_p, or none) together on
+ * ops, into c[4]. */
+static void run_sampled(const rt_model *m, const rt_ops *ops, const int32_t *prompt, collector *c,
+                        rt_sched_stats *stats)
+{
+    rt_sched_params p = rt_sched_default_params();
+    p.n_threads = 2;
+    rt_sched *s = NULL;
+    char err[512] = "";
+    if (rt_sched_create(m, ops, &p, &s, err, sizeof err) != 0)
+        fail_msg("rt_sched_create: %s", err);
+    for (int i = 0; i < 4; i++) {
+        rt_request req = rt_request_default();
+        req.sampling.temperature = 0.7f + 0.2f * (float)i;
+        req.sampling.top_k = i == 0 ? 5 : 0;
+        req.sampling.top_p = i == 1 ? 0.8f : 1.0f;
+        req.sampling.min_p = i == 2 ? 0.05f : 0.0f;
+        req.sampling.has_seed = true;
+        req.sampling.seed = 100 + (uint64_t)i;
+        req.prompt = prompt;
+        req.n_prompt = 7;
+        req.max_tokens = 10;
+        req.ignore_eos = true;
+        req.on_event = on_event;
+        req.ud = &c[i];
+        assert_int_equal(rt_sched_submit(s, &req, &c[i].id, err, sizeof err), 0);
+    }
+    run_until_idle(s);
+    rt_sched_stats_get(s, stats);
+    rt_sched_destroy(s);
+}
+
+/* Sampling with temperature, top_k, top_p and min_p on the backend (forward_sample with the
+ * samplers' rows) gives the tokens the host samplers give from the logits, draw for draw. */
+static void test_rt_sched_sampling_on_the_backend_matches_the_host(void **state)
+{
+    sched_state *st = *state;
+    int32_t prompt[7];
+    test_tokens(prompt, 7, st->m->cfg.n_vocab, 41);
+    rt_ops host_ops = rt_backend_cpu_ops;
+    host_ops.forward_sample = NULL; /* the scheduler then samples every token from the logits */
+    collector on_be[4] = {0}, on_host[4] = {0};
+    rt_sched_stats sb, sh;
+    run_sampled(st->m, &rt_backend_cpu_ops, prompt, on_be, &sb);
+    run_sampled(st->m, &host_ops, prompt, on_host, &sh);
+    assert_int_equal(sb.n_steps_picked, sb.n_steps);
+    assert_int_equal(sh.n_steps_picked, 0);
+    int distinct = 0;
+    for (int i = 0; i < 4; i++) {
+        assert_finished(&on_be[i], RT_FINISH_LENGTH, 10);
+        assert_finished(&on_host[i], RT_FINISH_LENGTH, 10);
+        assert_memory_equal(on_be[i].tokens, on_host[i].tokens, 10 * sizeof(int32_t));
+        for (int j = 1; j < 10; j++)
+            distinct += on_be[i].tokens[j] != on_be[i].tokens[0];
+    }
+    assert_true(distinct > 0); /* it did sample */
 }
 
 static void test_rt_sched_rejects_bad_requests_and_reentry(void **state)
@@ -915,6 +973,7 @@ int main(void)
         cmocka_unit_test(test_rt_sched_seeded_sampling_is_reproducible),
         cmocka_unit_test(test_rt_sched_forward_error_fails_that_batch_only),
         cmocka_unit_test(test_rt_sched_greedy_steps_pick_on_the_backend),
+        cmocka_unit_test(test_rt_sched_sampling_on_the_backend_matches_the_host),
         cmocka_unit_test(test_rt_sched_rejects_bad_requests_and_reentry),
     };
     return cmocka_run_group_tests_name("rt_sched", tests, setup, teardown);
