@@ -1,6 +1,11 @@
 /* k_sample.cu — sampling on the device (k_sample.h): one CTA of 1024 threads per logits row.
  *
- * Passes over the row (it stays in L2): the maximum; the total weight (top_p alone); a radix
+ * With top_k or top_p, first the short way: one pass counts and weighs the candidates per logit
+ * band below the max; the fewest bands that hold the kept set (k tokens, or top_p of the weight)
+ * are copied, in id order, into shared memory when they are at most KS_CAP tokens, sorted there by
+ * logit (ties by id, bitonic), cut to top_k and to top_p's prefix, sorted again into the walk
+ * order, and drawn from. Otherwise, and for plain temperature:
+ * passes over the row (it stays in L2): the maximum; the total weight (top_p alone); a radix
  * select of the top_k cut over the candidates' ordered keys (4 passes of 8 bits, counts), then the
  * top_p cut among the tokens it keeps (4 passes, weights); the kept weight per logit band; and the
  * draw inside the band that holds u * total. A cut is a key T and the id of its last kept tie
@@ -25,6 +30,7 @@
 #define KS_N_WINDOWS 10
 #define KS_N_BANDS   (KS_N_WINDOWS + 1)
 #define KS_FULL      0xffffffffu
+#define KS_CAP       2048 /* candidates the shared-memory path sorts (a power of two) */
 
 typedef unsigned long long u64;
 
@@ -33,8 +39,8 @@ __constant__ float ks_windows[KS_N_WINDOWS] = {1.0f, 2.0f,  3.0f,  4.0f,  6.0f,
                                                8.0f, 11.0f, 16.0f, 22.0f, 32.0f};
 
 struct ks_shared {
+    u64 list[KS_CAP]; /* the shared-memory path's candidates, as sort keys */
     u64 hist[256];
-    u64 band[KS_N_BANDS];
     u64 wsum[KS_WARPS];
     float wmax[KS_WARPS];
     int wmin[KS_WARPS];
@@ -82,6 +88,19 @@ __device__ static __forceinline__ u64 ks_weight(const ks_row &r, float x)
         return 0;
     const float e = (x - r.m) * r.inv_t;
     return e > KS_EXP_MIN ? (u64)((double)expf(e) * KS_FIX) : 0;
+}
+
+/* hist[bin] += v over the warp's lanes with bin >= 0: one shared atomic per distinct bin (the
+ * top digits of a row's keys are mostly one or two values, so plain atomics would serialize on
+ * them). Every lane of the warp calls it. */
+__device__ static void ks_warp_add(u64 *hist, int bin, u64 v)
+{
+    const unsigned peers = __match_any_sync(KS_FULL, bin);
+    u64 sum = 0;
+    for (unsigned m = peers; m; m &= m - 1)
+        sum += __shfl_sync(peers, v, __ffs((int)m) - 1);
+    if (bin >= 0 && (int)(threadIdx.x & 31) == __ffs((int)peers) - 1)
+        atomicAdd(&hist[bin], sum);
 }
 
 /* ---- block reductions and scans (every thread calls them; results go to all) ---- */
@@ -161,13 +180,19 @@ __device__ static ks_cut ks_select(const ks_row &r, const ks_cut &prev, bool by_
         for (int j = threadIdx.x; j < 256; j += KS_THREADS)
             s.hist[j] = 0;
         __syncthreads();
-        for (int i = threadIdx.x; i < r.V; i += KS_THREADS) {
-            const float x = r.l[i];
-            if (!ks_in(r, prev, all, x, i))
-                continue;
-            const uint32_t key = ks_key(x);
-            if ((key & pmask) == prefix)
-                atomicAdd(&s.hist[(key >> shift) & 255u], by_weight ? ks_weight(r, x) : 1ull);
+        for (int base = 0; base < r.V; base += KS_THREADS) { /* every lane every round */
+            const int i = base + (int)threadIdx.x;
+            int bin = -1;
+            u64 v = 0;
+            if (i < r.V) {
+                const float x = r.l[i];
+                const uint32_t key = ks_key(x);
+                if (ks_in(r, prev, all, x, i) && (key & pmask) == prefix) {
+                    bin = (int)((key >> shift) & 255u);
+                    v = by_weight ? ks_weight(r, x) : 1ull;
+                }
+            }
+            ks_warp_add(s.hist, bin, v);
         }
         __syncthreads();
         if (threadIdx.x == 0) { /* the highest digit that, with the keys above, reaches need */
@@ -213,7 +238,7 @@ __device__ static ks_cut ks_select(const ks_row &r, const ks_cut &prev, bool by_
     return ks_cut{prefix, last};
 }
 
-/* ---- the draw ---- */
+/* ---- the short way: the candidates sorted in shared memory ---- */
 
 /* The band of logit x: 0 when the draw walks id order alone. */
 __device__ static __forceinline__ int ks_band(const ks_row &r, bool bands, float x)
@@ -230,28 +255,194 @@ __device__ static __forceinline__ int ks_band(const ks_row &r, bool bands, float
     return KS_N_WINDOWS;
 }
 
+/* a[0..n) sorted descending (bitonic over the next power of two <= KS_CAP; padding 0 sorts last).
+ */
+__device__ static void ks_sort_desc(u64 *a, int n)
+{
+    int p2 = 1;
+    while (p2 < n)
+        p2 <<= 1;
+    for (int i = n + (int)threadIdx.x; i < p2; i += KS_THREADS)
+        a[i] = 0;
+    __syncthreads();
+    for (int size = 2; size <= p2; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int i = threadIdx.x; i < p2 / 2; i += KS_THREADS) {
+                const int lo = 2 * i - (i & (stride - 1)), hi = lo + stride;
+                const bool desc = (lo & size) == 0;
+                const u64 x = a[lo], y = a[hi];
+                if ((x < y) == desc) {
+                    a[lo] = y;
+                    a[hi] = x;
+                }
+            }
+            __syncthreads();
+        }
+}
+
+/* Per-band counts (hist[0..KS_N_BANDS)) and weights (hist[16..16 + KS_N_BANDS)) of the tokens
+ * keep(i, x) accepts; each thread sums in registers, then one atomic per warp and band. */
+template <class F>
+__device__ static void ks_band_totals(const ks_row &r, bool bands, F keep, ks_shared &s)
+{
+    unsigned cnt[KS_N_BANDS];
+    u64 mass[KS_N_BANDS];
+#pragma unroll
+    for (int j = 0; j < KS_N_BANDS; j++) {
+        cnt[j] = 0;
+        mass[j] = 0;
+    }
+    for (int j = threadIdx.x; j < 32; j += KS_THREADS)
+        s.hist[j] = 0;
+    for (int i = threadIdx.x; i < r.V; i += KS_THREADS) {
+        const float x = r.l[i];
+        if (!keep(i, x))
+            continue;
+        const int b = ks_band(r, bands, x);
+        const u64 w = ks_weight(r, x);
+#pragma unroll
+        for (int j = 0; j < KS_N_BANDS; j++) {
+            cnt[j] += b == j;
+            mass[j] += b == j ? w : 0;
+        }
+    }
+    __syncthreads(); /* hist cleared */
+#pragma unroll
+    for (int j = 0; j < KS_N_BANDS; j++) {
+        u64 c = cnt[j], w = mass[j];
+        for (int o = 16; o > 0; o >>= 1) {
+            c += __shfl_xor_sync(KS_FULL, c, o);
+            w += __shfl_xor_sync(KS_FULL, w, o);
+        }
+        if ((threadIdx.x & 31) == 0 && c > 0) {
+            atomicAdd(&s.hist[j], c);
+            atomicAdd(&s.hist[16 + j], w);
+        }
+    }
+    __syncthreads();
+}
+
+/* Inclusive prefix over positions [0, n) of val(j) (two contiguous positions per thread): the
+ * first position whose prefix is > t (strict) or >= t, or -1. */
+template <class F>
+__device__ static int ks_first_reaching(int n, F val, u64 t, bool strict, ks_shared &s)
+{
+    const int j0 = 2 * (int)threadIdx.x;
+    const u64 v0 = j0 < n ? val(j0) : 0, v1 = j0 + 1 < n ? val(j0 + 1) : 0;
+    u64 total;
+    const u64 before = ks_scan(v0 + v1, &total, s);
+    int hit = INT_MAX;
+    if (j0 < n && (strict ? before + v0 > t : before + v0 >= t))
+        hit = j0;
+    else if (j0 + 1 < n && (strict ? before + v0 + v1 > t : before + v0 + v1 >= t))
+        hit = j0 + 1;
+    hit = ks_min(hit, s);
+    return hit == INT_MAX ? -1 : hit;
+}
+
+__device__ static __forceinline__ int ks_id_of(u64 e)
+{
+    return (int)(0xffffffffu - (uint32_t)e);
+}
+
+/* The filtered draw on the shared-memory candidates: the token, or -1 when the kept set's bands
+ * hold more than KS_CAP tokens. */
+__device__ static int ks_short(const ks_row &r, int k, float top_p, bool bands, double u,
+                               ks_shared &s)
+{
+    ks_band_totals(
+        r, true, [&](int, float x) { return x >= r.lo; }, s);
+    if (threadIdx.x == 0) { /* the fewest bands that hold the kept set */
+        u64 z_all = 0, c = 0, w = 0;
+        for (int j = 0; j < KS_N_BANDS; j++)
+            z_all += s.hist[16 + j];
+        const u64 need = (u64)((double)top_p * (double)z_all);
+        int last = KS_N_BANDS - 1;
+        for (int j = 0; j < KS_N_BANDS; j++) {
+            c += s.hist[j];
+            w += s.hist[16 + j];
+            if (k > 0 ? c >= (u64)k : w >= need) {
+                last = j;
+                break;
+            }
+        }
+        u64 n = 0;
+        for (int j = 0; j <= last; j++)
+            n += s.hist[j];
+        s.b32[0] = last;
+        s.b32[1] = n <= KS_CAP ? (int)n : -1;
+        s.b64[0] = z_all;
+    }
+    __syncthreads();
+    const int last = s.b32[0], n = s.b32[1];
+    const u64 z_all = s.b64[0];
+    __syncthreads();
+    if (n < 0)
+        return -1;
+    /* the candidates of bands 0..last into list, in id order: (key, ~id) to sort by */
+    int i0, i1;
+    ks_range(r.V, &i0, &i1);
+    u64 mine = 0, total;
+    for (int i = i0; i < i1; i++)
+        mine += r.l[i] >= r.lo && ks_band(r, true, r.l[i]) <= last;
+    u64 at = ks_scan(mine, &total, s);
+    for (int i = i0; i < i1; i++) {
+        const float x = r.l[i];
+        if (x >= r.lo && ks_band(r, true, x) <= last)
+            s.list[at++] = ((u64)ks_key(x) << 32) | (0xffffffffu - (uint32_t)i);
+    }
+    __syncthreads();
+    ks_sort_desc(s.list, n);
+    /* top_k, then top_p's prefix of what it keeps: the fewest whose weight reaches top_p of it */
+    int kept = k > 0 && k < n ? k : n;
+    auto wt = [&](int j) { return ks_weight(r, r.l[ks_id_of(s.list[j])]); };
+    if (top_p < 1.0f) {
+        u64 z = z_all;
+        if (k > 0) {
+            const int j0 = 2 * (int)threadIdx.x;
+            ks_scan((j0 < kept ? wt(j0) : 0) + (j0 + 1 < kept ? wt(j0 + 1) : 0), &z, s);
+        }
+        const int hit = ks_first_reaching(kept, wt, (u64)((double)top_p * (double)z), false, s);
+        kept = hit >= 0 ? hit + 1 : kept;
+    }
+    /* the walk order: bands (when rt_sampler walks them), then ids */
+    for (int j = threadIdx.x; j < kept; j += KS_THREADS) {
+        const int id = ks_id_of(s.list[j]);
+        const u64 band = (u64)ks_band(r, bands, r.l[id]);
+        s.list[j] = ~((band << 32) | (uint32_t)id);
+    }
+    __syncthreads();
+    ks_sort_desc(s.list, kept);
+    auto wd = [&](int j) { return ks_weight(r, r.l[(int)(uint32_t)~s.list[j]]); };
+    u64 z;
+    {
+        const int j0 = 2 * (int)threadIdx.x;
+        ks_scan((j0 < kept ? wd(j0) : 0) + (j0 + 1 < kept ? wd(j0 + 1) : 0), &z, s);
+    }
+    u64 target = (u64)(u * (double)z);
+    target = target < z ? target : z - 1;
+    const int hit = ks_first_reaching(kept, wd, target, true, s);
+    return (int)(uint32_t)~s.list[hit >= 0 ? hit : kept - 1];
+}
+
+/* ---- the draw ---- */
+
 /* The token where u * (kept weight) falls, walking bands, then ids. */
 __device__ static int ks_draw(const ks_row &r, const ks_cut &a, const ks_cut &b, bool bands,
                               double u, ks_shared &s)
 {
-    for (int j = threadIdx.x; j < KS_N_BANDS; j += KS_THREADS)
-        s.band[j] = 0;
-    __syncthreads();
-    for (int i = threadIdx.x; i < r.V; i += KS_THREADS) {
-        const float x = r.l[i];
-        if (ks_in(r, a, b, x, i))
-            atomicAdd(&s.band[ks_band(r, bands, x)], ks_weight(r, x));
-    }
-    __syncthreads();
+    ks_band_totals(
+        r, bands, [&](int i, float x) { return ks_in(r, a, b, x, i); }, s);
     if (threadIdx.x == 0) {
+        const u64 *band = s.hist + 16;
         u64 z = 0;
         for (int j = 0; j < KS_N_BANDS; j++)
-            z += s.band[j];
+            z += band[j];
         u64 target = (u64)(u * (double)z), before = 0;
         target = target < z ? target : z - 1; /* u < 1, but the double product may round up */
         int bb = 0;
-        while (bb < KS_N_BANDS - 1 && target >= before + s.band[bb])
-            before += s.band[bb++];
+        while (bb < KS_N_BANDS - 1 && target >= before + band[bb])
+            before += band[bb++];
         s.b32[1] = bb;
         s.b64[1] = target - before;
     }
@@ -324,6 +515,17 @@ __global__ void __launch_bounds__(KS_THREADS)
     const int n_blocks = (V + KS_BLOCK - 1) / KS_BLOCK;
     const int k = p.top_k > 0 && p.top_k < V ? p.top_k : 0;
     const bool top_p = p.top_p < 1.0f;
+    /* rt_sampler walks its candidates in id order when it collects them in one pass (top_k up to
+     * the number of blocks, or no filter), else band by band below the max */
+    const bool bands = (k > 0 || top_p) && !(k > 0 && k <= n_blocks);
+    if (k > 0 || top_p) {
+        const int tok = ks_short(r, k, top_p ? p.top_p : 1.0f, bands, p.u, s);
+        if (tok >= 0) {
+            if (threadIdx.x == 0)
+                out[blockIdx.x] = tok;
+            return;
+        }
+    }
     const ks_cut all = {0u, INT_MAX};
     ks_cut ck = all, cp = all;
     if (k > 0)
@@ -338,9 +540,6 @@ __global__ void __launch_bounds__(KS_THREADS)
         ks_scan(mine, &z, s);
         cp = ks_select(r, ck, true, (u64)((double)p.top_p * (double)z), s);
     }
-    /* rt_sampler walks its candidates in id order when it collects them in one pass (top_k up to
-     * the number of blocks, or no filter), else band by band below the max */
-    const bool bands = (k > 0 || top_p) && !(k > 0 && k <= n_blocks);
     const int tok = ks_draw(r, ck, cp, bands, p.u, s);
     if (threadIdx.x == 0)
         out[blockIdx.x] = tok;

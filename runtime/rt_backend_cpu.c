@@ -389,34 +389,41 @@ static int cpu_forward(rt_backend *be, const rt_batch *b, float *logits, char *e
     return 0;
 }
 
-static int cpu_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
-                              size_t err_len)
-{
-    const int64_t rows = rt_batch_n_logits(b), nv = be->m->cfg.n_vocab;
-    float *logits = fq_malloc_array((size_t)(rows > 0 ? rows : 1) * (size_t)nv, sizeof *logits);
-    if (!logits)
-        return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory for %lld logits rows",
-                      (long long)rows);
-    int rc = cpu_forward(be, b, logits, err, err_len);
-    for (int64_t r = 0; rc == 0 && r < rows; r++)
-        tokens[r] = rt_argmax(logits + r * nv, (int32_t)nv);
-    free(logits);
-    return rc;
-}
-
-static int cpu_forward_sample(rt_backend *be, const rt_batch *b, const rt_sample_row *rows,
-                              int32_t *tokens, char *err, size_t err_len)
+/* One step, then each logits row's token: rt_argmax (rows NULL) or rt_sample_row_pick. */
+static int cpu_forward_pick(rt_backend *be, const rt_batch *b, const rt_sample_row *rows,
+                            int32_t *tokens, char *err, size_t err_len)
 {
     const int64_t n = rt_batch_n_logits(b), nv = be->m->cfg.n_vocab;
     float *logits = fq_malloc_array((size_t)(n > 0 ? n : 1) * (size_t)nv, sizeof *logits);
     if (!logits)
         return fq_err(err, err_len, FQ_ENOMEM, "cpu backend: out of memory for %lld logits rows",
                       (long long)n);
-    int rc = cpu_forward(be, b, logits, err, err_len);
-    for (int64_t r = 0; rc == 0 && r < n; r++)
-        rc = rt_sample_row_pick(&rows[r], logits + r * nv, (int32_t)nv, &tokens[r], err, err_len);
+    int rc = 0;
+    for (int64_t r = 0; rows && rc == 0 && r < n; r++) /* before the step: no side effects */
+        rc = rt_sample_row_check(&rows[r], (int32_t)nv, err, err_len);
+    if (rc == 0)
+        rc = cpu_forward(be, b, logits, err, err_len);
+    for (int64_t r = 0; rc == 0 && r < n; r++) {
+        if (rows)
+            rc = rt_sample_row_pick(&rows[r], logits + r * nv, (int32_t)nv, &tokens[r], err,
+                                    err_len);
+        else
+            tokens[r] = rt_argmax(logits + r * nv, (int32_t)nv);
+    }
     free(logits);
     return rc;
+}
+
+static int cpu_forward_argmax(rt_backend *be, const rt_batch *b, int32_t *tokens, char *err,
+                              size_t err_len)
+{
+    return cpu_forward_pick(be, b, NULL, tokens, err, err_len);
+}
+
+static int cpu_forward_sample(rt_backend *be, const rt_batch *b, const rt_sample_row *rows,
+                              int32_t *tokens, char *err, size_t err_len)
+{
+    return cpu_forward_pick(be, b, rows, tokens, err, err_len);
 }
 
 /* Bytes of one linear's weights as this backend holds them in its mode. */

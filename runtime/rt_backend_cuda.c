@@ -1033,15 +1033,7 @@ static int check_rows(const rt_backend *be, const rt_sample_row *rows, int64_t n
 {
     *greedy = true;
     for (int64_t r = 0; r < n; r++) {
-        rt_sampling_params p = rt_sampling_default_params();
-        p.temperature = rows[r].temperature;
-        p.top_k = rows[r].top_k;
-        p.top_p = rows[r].top_p;
-        p.min_p = rows[r].min_p;
-        int rc = rt_sampling_validate(&p, be->m->cfg.n_vocab, err, err_len, NULL);
-        if (rc == 0 && !(rows[r].u > 0.0 && rows[r].u < 1.0))
-            rc = fq_err(err, err_len, FQ_EINVAL, "sample row %lld: draw %g outside (0, 1)",
-                        (long long)r, rows[r].u);
+        int rc = rt_sample_row_check(&rows[r], be->m->cfg.n_vocab, err, err_len);
         if (rc)
             return rc;
         *greedy = *greedy && rows[r].temperature < RT_SAMPLER_GREEDY_EPS;

@@ -802,18 +802,34 @@ int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res)
     return tok;
 }
 
-int rt_sample_row_pick(const rt_sample_row *row, const float *logits, int32_t n_vocab,
-                       int32_t *token, char *err, size_t err_len)
+static rt_sampling_params row_params(const rt_sample_row *row)
 {
-    if (!(row->u > 0.0 && row->u < 1.0))
-        return fq_err(err, err_len, FQ_EINVAL, "sample row: draw %g outside (0, 1)", row->u);
     rt_sampling_params p = rt_sampling_default_params();
     p.temperature = row->temperature;
     p.top_k = row->top_k;
     p.top_p = row->top_p;
     p.min_p = row->min_p;
+    return p;
+}
+
+int rt_sample_row_check(const rt_sample_row *row, int32_t n_vocab, char *err, size_t err_len)
+{
+    rt_sampling_params p = row_params(row);
+    int rc = rt_sampling_validate(&p, n_vocab, err, err_len, NULL);
+    if (rc == 0 && !(row->u > 0.0 && row->u < 1.0))
+        rc = fq_err(err, err_len, FQ_EINVAL, "sample row: draw %g outside (0, 1)", row->u);
+    return rc;
+}
+
+int rt_sample_row_pick(const rt_sample_row *row, const float *logits, int32_t n_vocab,
+                       int32_t *token, char *err, size_t err_len)
+{
+    int rc = rt_sample_row_check(row, n_vocab, err, err_len);
+    if (rc)
+        return rc;
+    rt_sampling_params p = row_params(row);
     rt_sampler *s = NULL;
-    int rc = rt_sampler_create(&p, n_vocab, NULL, 0, 0, &s, err, err_len);
+    rc = rt_sampler_create(&p, n_vocab, NULL, 0, 0, &s, err, err_len);
     if (rc)
         return rc;
     *token = pick(s, logits, block_maxima(s, logits), row->u);

@@ -137,6 +137,10 @@ typedef struct rt_sample_row {
  * rt_sample_row_pick(row, logits) is the token rt_sampler_sample(s, logits) would return. */
 bool rt_sampler_row(const rt_sampler *s, rt_sample_row *row);
 
+/* 0, or FQ_EINVAL naming what rt_sampling_validate refuses in row's filters or a draw outside
+ * (0, 1). */
+int rt_sample_row_check(const rt_sample_row *row, int32_t n_vocab, char *err, size_t err_len);
+
 /* The token a sampler with row's filters picks from logits [n_vocab] with row->u as its draw (the
  * reference the backends' forward_sample follows; uses a scratch sampler, so it allocates): 0 and
  * *token, or FQ_EINVAL (bad row) / FQ_ENOMEM with err set. */

@@ -1,12 +1,13 @@
 /* test_k_sample.c — sampling on the device (k_sample.h) against the runtime's reference
  * (rt_sample_row_pick, the host sampler's own code): random logits rows (Gaussian, scale 3, with
- * ties, a NaN and -inf), vocabularies of 3000, 49152 and 32001 tokens, and every filter mix —
- * greedy, plain temperature, top_k (below and above the 512-token block count, which changes the
- * walk order), top_p, min_p, top_k with top_p. Asserted: greedy rows equal exactly; at most 2 % of
- * each vocabulary's sampled rows differ (they can only where u * total falls within
- * float rounding of a boundary: the host sums floats, the device exact integers), every device
- * token finite-weighted and inside the filters' kept set as the host computes it; the same call
- * twice gives the same tokens; bad arguments are refused. Skips (77) without a GPU. */
+ * ties, a NaN and -inf; every 16th row nearly flat, so that its kept set overflows the
+ * shared-memory path), vocabularies of 3000, 49152 and 32001 tokens, and every filter mix — greedy,
+ * plain temperature, top_k (below and above the 512-token block count, which changes the walk
+ * order), top_p, min_p, top_k with top_p. Asserted: greedy rows equal exactly; at most 2 % of each
+ * vocabulary's sampled rows differ (they can only where u * total falls within float rounding of a
+ * boundary: the host sums floats, the device exact integers), every device token finite-weighted
+ * and inside the filters' kept set as the host computes it; the same call twice gives the same
+ * tokens; bad arguments are refused. Skips (77) without a GPU. */
 #include "fq_base.h"
 #include "k.h"
 #include "k_sample.h"
@@ -72,6 +73,10 @@ static rt_sample_row row_params(int r, uint64_t *g)
         p.min_p = 0.02f;
         break;
     }
+    if (r % 16 == 15) { /* on a nearly flat row (run_vocab): more candidates than shared memory */
+        p.top_k = 3000 + r;
+        p.top_p = 0.9f;
+    }
     return p;
 }
 
@@ -95,8 +100,9 @@ static int run_vocab(int32_t nv, uint64_t seed)
     rt_sample_row rows[N_ROWS];
     k_sample_row krows[N_ROWS];
     for (int r = 0; r < N_ROWS; r++) {
+        const float sd = r % 16 == 15 ? 0.01f : 3.0f; /* flat rows: the passes over the row */
         for (int32_t i = 0; i < nv; i++)
-            h[(size_t)r * nv + i] = 3.0f * gauss(&g);
+            h[(size_t)r * nv + i] = sd * gauss(&g);
         float *l = h + (size_t)r * nv;
         l[(r * 131) % nv] = l[(r * 131 + 7) % nv]; /* a tie */
         l[(r * 17 + 3) % nv] = NAN;
@@ -124,12 +130,27 @@ static int run_vocab(int32_t nv, uint64_t seed)
     cudaEvent_t e0, e1;
     cudaEventCreate(&e0);
     cudaEventCreate(&e1);
-    cudaEventRecord(e0, 0);
     int rc = k_sample(d_l, N_ROWS, nv, d_rows, d_out, 0);
-    cudaEventRecord(e1, 0);
     rc = rc || cudaMemcpy(dev, d_out, sizeof dev, cudaMemcpyDeviceToHost) != cudaSuccess;
-    rc = rc || k_sample(d_l, N_ROWS, nv, d_rows, d_out, 0) ||
-         cudaMemcpy(again, d_out, sizeof again, cudaMemcpyDeviceToHost) != cudaSuccess;
+    cudaEventRecord(e0, 0); /* the second call is timed (the first loads the module) */
+    rc = rc || k_sample(d_l, N_ROWS, nv, d_rows, d_out, 0);
+    cudaEventRecord(e1, 0);
+    rc = rc || cudaMemcpy(again, d_out, sizeof again, cudaMemcpyDeviceToHost) != cudaSuccess;
+    /* one row of each kind alone: the latency a decode step of one sequence sees */
+    float ms1[9] = {0};
+    for (int kind = 0; rc == 0 && kind < 9; kind++) {
+        const int row = kind < 8 ? kind : 15;
+        cudaEvent_t a, z;
+        cudaEventCreate(&a);
+        cudaEventCreate(&z);
+        cudaEventRecord(a, 0);
+        rc = k_sample(d_l + (size_t)row * nv, 1, nv, d_rows + row, d_out, 0);
+        cudaEventRecord(z, 0);
+        cudaEventSynchronize(z);
+        cudaEventElapsedTime(&ms1[kind], a, z);
+        cudaEventDestroy(a);
+        cudaEventDestroy(z);
+    }
     float ms = 0.0f;
     cudaEventElapsedTime(&ms, e0, e1);
     if (rc) {
@@ -165,6 +186,11 @@ static int run_vocab(int32_t nv, uint64_t seed)
         "%s V=%-6d %d/%d rows equal (%d/%d sampled), %d outside, repeat %s, %.3f ms for %d rows\n",
         fails ? "FAIL" : "ok  ", nv, same, N_ROWS, sampled_same, sampled, outside,
         memcmp(dev, again, sizeof dev) ? "differs" : "identical", ms, N_ROWS);
+    printf("     one row alone, ms by kind (greedy, plain, top_k small, top_k large, top_p, min_p, "
+           "k+p, k+p+min_p, flat k+p):");
+    for (int kind = 0; kind < 9; kind++)
+        printf(" %.3f", ms1[kind]);
+    printf("\n");
     cudaFree(d_l);
     cudaFree(d_rows);
     cudaFree(d_out);
