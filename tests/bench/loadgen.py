@@ -3,8 +3,8 @@
 fixed concurrency against flexq-serve (or any OpenAI-compatible server), with the metrics computed
 the way `vllm bench serve` computes them.
 
-Per request: random token-id prompts of --prompt tokens, max_tokens --output with ignore_eos, stream
-with usage. TTFT = first streamed token - send; ITL = the gaps between streamed tokens; TPOT =
+Per request: random token-id prompts of --prompt tokens, max_tokens --output with ignore_eos,
+--temperature (default 0: greedy) and --top-p (default 1), stream with usage. TTFT = first streamed token - send; ITL = the gaps between streamed tokens; TPOT =
 (E2E - TTFT) / (output tokens - 1); E2E = last byte - send. Per level: request throughput =
 completed / duration, output token throughput = completion tokens / duration (duration: first send
 to last completion), and mean / median / p99 of TTFT, TPOT, ITL and E2E in milliseconds. Failed
@@ -18,6 +18,7 @@ the GPU machine as it is. One JSON object per concurrency level on stdout (and a
 batch equal to the concurrency), else null.
 Usage: loadgen.py --url http://127.0.0.1:8000 --model NAME [--concurrency 1,8,32,64]
                   [--requests N] [--prompt 128] [--output 256] [--token-max 20000] [--seed 1]
+                  [--temperature 0] [--top-p 1]
                   [--out FILE.jsonl] [--offline BENCH.jsonl]
 """
 import argparse
@@ -139,7 +140,8 @@ async def run_level(a, conc, rng):
     async def task(i):
         prompt = [rng.randrange(a.token_min, a.token_max) for _ in range(a.prompt)]
         body = {"model": a.model, "prompt": prompt, "max_tokens": a.output, "ignore_eos": True,
-                "temperature": 0, "stream": True, "stream_options": {"include_usage": True}}
+                "temperature": a.temperature, "top_p": a.top_p, "stream": True,
+                "stream_options": {"include_usage": True}}
         async with sem:
             start = time.perf_counter()
             try:
@@ -164,6 +166,7 @@ async def run_level(a, conc, rng):
            "out_tok_s": round(out_tokens / duration, 2) if duration > 0 else 0.0,
            "ttft_ms": summary(ttft), "tpot_ms": summary(tpot), "itl_ms": summary(itl),
            "e2e_ms": summary(e2e), "prompt": a.prompt, "output": a.output,
+           "temperature": a.temperature, "top_p": a.top_p,
            "offline_tok_s": None}
     if errors:
         rec["first_error"] = errors[0]
@@ -193,6 +196,8 @@ def main():
     ap.add_argument("--token-min", type=int, default=1000)
     ap.add_argument("--token-max", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--temperature", type=float, default=0.0)
+    ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--out")
     ap.add_argument("--offline")
     a = ap.parse_args()

@@ -14,7 +14,8 @@
 #   e2e P [MODES]  a synthetic model of preset P (flexq-quant --synthetic, written in the cache),
 #            then flexq-bench in each mode (default: flex w8a8 fp16; MODE-eager: without CUDA
 #            graphs): $OUT/e2e-P.jsonl
-#   serve P [KV]  flexq-serve --backend cuda (KV cache KV, default 14GiB: 64 x 384 tokens of 7B
+#   serve P [KV]  ($FLEXQ_LOADGEN_ARGS: more loadgen.py options, e.g. --temperature 1 --top-p 0.9)
+#            flexq-serve --backend cuda (KV cache KV, default 14GiB: 64 x 384 tokens of 7B
 #            need 12.6 GB, of 13B 19.7 GB) on the synthetic model of preset P (made by e2e P) under
 #            tests/bench/loadgen.py at concurrency 1, 8, 32, 64, beside flexq-bench's offline rate
 #            at the same batch sizes: $OUT/serve-P.jsonl
@@ -151,7 +152,8 @@ phase_serve() {
         sleep 1
     done
     timeout 400 python3 tests/bench/loadgen.py --url "http://127.0.0.1:$port" --model "$preset" \
-        --offline "$out/serve-offline-$preset.jsonl" --out "$out/serve-$preset.jsonl"
+        --offline "$out/serve-offline-$preset.jsonl" --out "$out/serve-$preset.jsonl" \
+        ${FLEXQ_LOADGEN_ARGS:-}
     kill -TERM $pid
     wait $pid
     echo "flexq-serve exit $?"
