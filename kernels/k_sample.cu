@@ -92,15 +92,16 @@ __device__ static __forceinline__ u64 ks_weight(const ks_row &r, float x)
 
 /* hist[bin] += v over the warp's lanes with bin >= 0: one shared atomic per distinct bin (the
  * top digits of a row's keys are mostly one or two values, so plain atomics would serialize on
- * them). Every lane of the warp calls it. */
+ * them). The group sums use the warp's reduce unit on three 21-bit pieces of v (v < 2^62, so 32
+ * pieces add up within 32 bits). Every lane of the warp calls it. */
 __device__ static void ks_warp_add(u64 *hist, int bin, u64 v)
 {
     const unsigned peers = __match_any_sync(KS_FULL, bin);
-    u64 sum = 0;
-    for (unsigned m = peers; m; m &= m - 1)
-        sum += __shfl_sync(peers, v, __ffs((int)m) - 1);
+    const u64 p0 = __reduce_add_sync(peers, (unsigned)(v & 0x1fffffu));
+    const u64 p1 = __reduce_add_sync(peers, (unsigned)((v >> 21) & 0x1fffffu));
+    const u64 p2 = __reduce_add_sync(peers, (unsigned)(v >> 42));
     if (bin >= 0 && (int)(threadIdx.x & 31) == __ffs((int)peers) - 1)
-        atomicAdd(&hist[bin], sum);
+        atomicAdd(&hist[bin], p0 + (p1 << 21) + (p2 << 42));
 }
 
 /* ---- block reductions and scans (every thread calls them; results go to all) ---- */

@@ -10,6 +10,8 @@
 #   bench    the GEMM benchmark: $OUT/gemm-<gpu>-<date>.json
 #   profile  carry .devcarry/pack — Nsight Compute over the GEMM kernels on two shapes (decode and
 #            prefill): stall reasons, memory and pipe use, $OUT/ncu-*.txt
+#   profile1 NAME REGEX SHAPES M  one such profile: kernels matching REGEX while bench_gemm runs
+#            SHAPES at m = M ($OUT/ncu-NAME.txt)
 #   stream   carry .devcarry/pack — bench_stream: weight-read speed by access pattern alone
 #   e2e P [MODES]  a synthetic model of preset P (flexq-quant --synthetic, written in the cache),
 #            then flexq-bench in each mode (default: flex w8a8 fp16; MODE-eager: without CUDA
@@ -198,6 +200,13 @@ check) phase_check ;;
 model) phase_model && echo "model and pack ready" ;;
 memcheck) phase_memcheck ;;
 profile) phase_profile ;;
+profile1)
+    shift
+    [ -d "$cache/pack/bin" ] || unpack
+    profile_one "$@"
+    grep -E "Duration|DRAM Throughput|L1/TEX Hit|L2 Hit|L1/TEX Cache Throughput|L2 Cache Throughput|Registers|Achieved Occupancy|Stall|No Eligible|Issued Warp|Local" \
+        "$out/ncu-$1.txt" | head -40
+    ;;
 e2e) shift; phase_e2e "$@" ;;
 serve) phase_serve "$2" "${3:-}" ;;
 stepprof) phase_stepprof "$2" "$3" ;;
@@ -215,5 +224,5 @@ stream)
     ;;
 bench) shift; phase_bench "$@" ;;
 ppl) phase_ppl "${2:-0}" ;;
-*) echo "usage: device_run.sh part 1 | check | memcheck | profile | stream | e2e P [MODES] | serve P | stepprof P B | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
+*) echo "usage: device_run.sh part 1 | check | memcheck | profile | profile1 NAME RE SHAPES M | stream | e2e P [MODES] | serve P | stepprof P B | hf P [ARGS] | bench [ARGS] | ppl [WINDOWS]" >&2; exit 2 ;;
 esac
