@@ -303,12 +303,6 @@ bool rt_sampler_row(const rt_sampler *s, rt_sample_row *row)
     return true;
 }
 
-bool rt_sampler_is_plain_greedy(const rt_sampler *s)
-{
-    return s->temperature < RT_SAMPLER_GREEDY_EPS && s->n_bias == 0 && s->logprobs < 0 &&
-           s->presence == 0.0f && s->frequency == 0.0f && s->repetition == 1.0f;
-}
-
 int64_t rt_sampler_n_generated(const rt_sampler *s)
 {
     return s->n_gen;

@@ -117,11 +117,6 @@ int32_t rt_sampler_sample(rt_sampler *s, float *logits, rt_sample_result *res);
  * penalties and advances the random stream by one draw, exactly as rt_sampler_sample would. */
 void rt_sampler_accept(rt_sampler *s, int32_t token);
 
-/* True when sampling is a plain argmax with nothing to report: greedy temperature, no logit_bias,
- * every penalty off, no logprobs. Then rt_sampler_sample(logits) is rt_argmax(logits) (rt_ops.h)
- * and the token may be chosen elsewhere (on the device) and recorded with rt_sampler_accept. */
-bool rt_sampler_is_plain_greedy(const rt_sampler *s);
-
 /* The draw of one step when nothing but the filters and the random draw is needed — what a backend
  * can do where the logits are (rt_ops.h forward_sample). */
 typedef struct rt_sample_row {
