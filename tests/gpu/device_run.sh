@@ -21,8 +21,9 @@
 #            need 12.6 GB, of 13B 19.7 GB) on the synthetic model of preset P (made by e2e P) under
 #            tests/bench/loadgen.py at concurrency 1, 8, 32, 64, beside flexq-bench's offline rate
 #            at the same batch sizes: $OUT/serve-P.jsonl
-#   stepprof P B  ncu times every kernel of decode steps at batch B on an 8-layer synthetic model of
-#            preset P (flexq-bench, mode flex): $OUT/stepprof-P-B.csv (one row per kernel launch)
+#   stepprof P B [SKIP]  ncu times 300 kernel launches after the first SKIP (default 1300: into the
+#            warm-up's decode steps at batch 64) of flexq-bench decoding at batch B on an 8-layer
+#            synthetic model of preset P (mode flex): $OUT/stepprof-P-B.csv (one row per launch)
 #   hf P [ARGS]  the HF transformers fp16 peer (tests/bench/hf_peer.py) on preset P: $OUT/hf-P.jsonl
 #   ppl [W]  perplexity on the GPU in every mode (W windows of 2048, default all), flex from an
 #            INT6 file quantized there: $OUT/ppl-cuda-wW.json (one JSON object per line)
@@ -163,14 +164,14 @@ phase_serve() {
 }
 
 phase_stepprof() {
-    local preset=$1 batch=$2 file=$cache/synth8-$1.fq6.safetensors ncu
+    local preset=$1 batch=$2 skip=${3:-1300} file=$cache/synth8-$1.fq6.safetensors ncu
     [ -d "$cache/pack/bin" ] || unpack
     [ -f "$file" ] || "$bin/flexq-quant" --synthetic "$preset" --layers 8 --tokenizer "$FLEXQ_MODEL" \
         --out "$file" 2>&1 | tail -1
     ncu=$(command -v ncu || ls /usr/local/cuda*/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
     # warm-up run: 16 prefill steps of 512 tokens (64 x 128, ~76 kernels each) then 7 decode steps: skip
     # into its second decode step
-    timeout 400 "$ncu" --clock-control none --launch-skip 1300 --launch-count 300 --csv \
+    timeout 400 "$ncu" --clock-control none --launch-skip "$skip" --launch-count 300 --csv \
         --metrics gpu__time_duration.sum "$bin/flexq-bench" --model "$file" --backend cuda \
         --mode flex --batches "$batch" --prompt 128 --output 16 --prefill 0 \
         > "$out/stepprof-$preset-$batch.csv" 2> "$out/stepprof-$preset-$batch.log"
@@ -209,7 +210,7 @@ profile1)
     ;;
 e2e) shift; phase_e2e "$@" ;;
 serve) phase_serve "$2" "${3:-}" ;;
-stepprof) phase_stepprof "$2" "$3" ;;
+stepprof) phase_stepprof "$2" "$3" "${4:-}" ;;
 hf)
     shift
     p=$1
