@@ -219,6 +219,12 @@ template <int THREADS, int NV>
 __device__ __forceinline__ void ops_row_norm(const ops_row_args &a, bool vec, float4 (&h)[NV])
 {
     const int n = a.n;
+    float4 w[NV]; /* requested before the reduction, so that its latency overlaps it */
+#pragma unroll
+    for (int j = 0; j < NV; j++) {
+        const int i = 4 * (j * THREADS + (int)threadIdx.x);
+        w[j] = i < n ? ops_ld4(a.w, i, n, vec) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
     double ss = 0.0;
 #pragma unroll
     for (int j = 0; j < NV; j++) { /* padding slots hold zeros */
@@ -234,11 +240,10 @@ __device__ __forceinline__ void ops_row_norm(const ops_row_args &a, bool vec, fl
     for (int j = 0; j < NV; j++) {
         const int i = 4 * (j * THREADS + (int)threadIdx.x);
         if (i < n) {
-            const float4 w = ops_ld4(a.w, i, n, vec);
-            h[j].x = __fmul_rn(w.x, __fmul_rn(h[j].x, inv));
-            h[j].y = __fmul_rn(w.y, __fmul_rn(h[j].y, inv));
-            h[j].z = __fmul_rn(w.z, __fmul_rn(h[j].z, inv));
-            h[j].w = __fmul_rn(w.w, __fmul_rn(h[j].w, inv));
+            h[j].x = __fmul_rn(w[j].x, __fmul_rn(h[j].x, inv));
+            h[j].y = __fmul_rn(w[j].y, __fmul_rn(h[j].y, inv));
+            h[j].z = __fmul_rn(w[j].z, __fmul_rn(h[j].z, inv));
+            h[j].w = __fmul_rn(w[j].w, __fmul_rn(h[j].w, inv));
         }
     }
 }

@@ -106,34 +106,33 @@ __device__ static void ks_warp_add(u64 *hist, int bin, u64 v)
 
 /* ---- block reductions and scans (every thread calls them; results go to all) ---- */
 
-__device__ static float ks_max(float v, ks_shared &s)
+/* op over every thread's v (op commutative and associative, as max and min are: the result does
+ * not depend on the order); tmp holds one value per warp. */
+template <class T, class Op> __device__ static T ks_reduce(T v, Op op, T *tmp)
 {
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
     for (int o = 16; o > 0; o >>= 1)
-        v = fmaxf(v, __shfl_xor_sync(KS_FULL, v, o));
+        v = op(v, __shfl_xor_sync(KS_FULL, v, o));
     if (lane == 0)
-        s.wmax[w] = v;
+        tmp[w] = v;
     __syncthreads();
-    float m = s.wmax[0];
+    T m = tmp[0];
     for (int i = 1; i < KS_WARPS; i++)
-        m = fmaxf(m, s.wmax[i]);
+        m = op(m, tmp[i]);
     __syncthreads();
     return m;
 }
 
+__device__ static float ks_max(float v, ks_shared &s)
+{
+    return ks_reduce(
+        v, [](float x, float y) { return fmaxf(x, y); }, s.wmax);
+}
+
 __device__ static int ks_min(int v, ks_shared &s)
 {
-    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    for (int o = 16; o > 0; o >>= 1)
-        v = min(v, __shfl_xor_sync(KS_FULL, v, o));
-    if (lane == 0)
-        s.wmin[w] = v;
-    __syncthreads();
-    int m = s.wmin[0];
-    for (int i = 1; i < KS_WARPS; i++)
-        m = min(m, s.wmin[i]);
-    __syncthreads();
-    return m;
+    return ks_reduce(
+        v, [](int x, int y) { return min(x, y); }, s.wmin);
 }
 
 /* Exclusive prefix of v over the threads in order; *total gets the sum. */
