@@ -48,8 +48,6 @@
 #include <stdint.h>
 #include <string.h>
 
-#define GV_RS 20 /* floats per token row of a partial in shared memory (conflict-free) */
-
 /* Most warps per block (= most splits) for ceil(m / 8) = mt token tiles; __launch_bounds__ then
  * allows 128 registers per thread (mt <= 4) or 255, and the plan assumes that many resident warps
  * per SM. */
@@ -237,106 +235,131 @@ __device__ __forceinline__ void gv_ksteps(const gv_slot<U> &sl, const gv_xs<MT, 
     }
 }
 
-/* Computes relative unit i (unit ub + i) from sl, folding at the ends of groups. */
-template <int MT, int U>
+/* Computes relative unit i (unit ub + i) of the RT row tiles from sl[rt], folding at the ends of
+ * groups; the tiles share one load of the unit's activations. */
+template <int MT, int U, int RT>
 __device__ __forceinline__ void gv_compute(const gv_params &p, const gv_lane<MT> &ln,
-                                           const gv_slot<U> &sl, int ub, int i, int shl,
-                                           gv_acc<MT> &s)
+                                           const gv_slot<U> (&sl)[RT], int ub, int i, int shl,
+                                           gv_acc<MT> (&s)[RT])
 {
     gv_xs<MT, U> xs;
     gv_load_x<MT, U>(p, ln, ub, i, xs);
     const int u = ub + i, kc = u * 64 * U;
-    gv_ksteps<MT, U>(sl, xs, 0, shl, s);
-    if (U == 1 && p.g == 32)
-        gv_fold<MT, U>(s, sl.sw, xs, 0);
-    if (U == 2 || kc + 32 < p.k) {
-        gv_ksteps<MT, U>(sl, xs, 1, shl, s);
-        if (U == 1)
-            gv_fold<MT, U>(s, sl.sw, xs, 1);
+#pragma unroll
+    for (int rt = 0; rt < RT; rt++) {
+        gv_ksteps<MT, U>(sl[rt], xs, 0, shl, s[rt]);
+        if (U == 1 && p.g == 32)
+            gv_fold<MT, U>(s[rt], sl[rt].sw, xs, 0);
+        if (U == 2 || kc + 32 < p.k) {
+            gv_ksteps<MT, U>(sl[rt], xs, 1, shl, s[rt]);
+            if (U == 1)
+                gv_fold<MT, U>(s[rt], sl[rt].sw, xs, 1);
+        }
+        if (U == 2 && (u + 1) % p.gu == 0)
+            gv_fold<MT, U>(s[rt], sl[rt].sw, xs, 0);
     }
-    if (U == 2 && (u + 1) % p.gu == 0)
-        gv_fold<MT, U>(s, sl.sw, xs, 0);
 }
 
-template <int MT, int U>
+/* Floats per token row of the partials in shared memory for RT row tiles (conflict-free). */
+__host__ __device__ constexpr int gv_rs(int rt)
+{
+    return 16 * rt + 4;
+}
+
+template <int MT, int U, int RT>
 __global__ void __launch_bounds__(32 * gv_smax(MT), 1) k_gemm_w6_gemv_kernel(const gv_params p)
 {
-    constexpr int D = gv_depth(MT, U);
-    extern __shared__ float gv_red[]; /* [S][8 * MT][GV_RS]: the warps' partials */
+    constexpr int D = gv_depth(MT, U), RS = gv_rs(RT);
+    extern __shared__ float gv_red[]; /* [S][8 * MT][RS]: the warps' partials */
     const int tid = (int)threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int q = lane >> 2, t = lane & 3, h = t & 1, r = t >> 1;
-    const int n0 = (int)blockIdx.x * 16;
+    const int n0 = (int)blockIdx.x * 16 * RT;
     const int S = p.splits;
     const int ub = (int)((long)warp * p.n_gu / S) * p.gu;
     const int ue = min((int)((long)(warp + 1) * p.n_gu / S) * p.gu, p.n_units);
     const int nu = ue - ub;
 
-    /* the lane's rows, bytes and tokens */
+    /* the lane's rows (per tile), bytes and tokens */
     const int lo_off = U == 2 ? 48 * r + 16 * h : 16 * h + 8 * r; /* low-plane bytes in a unit */
     const int hoff = 32 - 16 * h; /* high-plane bytes minus low-plane bytes (both U) */
     const int xoff = U == 2 ? 64 * r + 16 * h : 16 * h + 8 * r;
-    gv_lane<MT> ln;
+    gv_lane<MT> ln[RT];
 #pragma unroll
-    for (int a = 0; a < 2; a++) {
-        const int row = min(n0 + q + 8 * a, p.n - 1);
-        ln.w[a] = p.packed + (long)row * p.row_bytes + lo_off + (long)ub * (48 * U);
-        ln.s[a] = row * p.ng;
-    }
+    for (int rt = 0; rt < RT; rt++) {
 #pragma unroll
-    for (int j = 0; j < MT; j++) {
-        ln.x[j] = min(8 * j + q, p.m - 1) * p.k + xoff + ub * (64 * U);
+        for (int a = 0; a < 2; a++) {
+            const int row = min(n0 + 16 * rt + q + 8 * a, p.n - 1);
+            ln[rt].w[a] = p.packed + (long)row * p.row_bytes + lo_off + (long)ub * (48 * U);
+            ln[rt].s[a] = row * p.ng;
+        }
 #pragma unroll
-        for (int e = 0; e < 2; e++)
-            ln.sx[j][e] = min(8 * j + 2 * t + e, p.m - 1) * p.ng;
+        for (int j = 0; j < MT; j++) {
+            ln[rt].x[j] = min(8 * j + q, p.m - 1) * p.k + xoff + ub * (64 * U);
+#pragma unroll
+            for (int e = 0; e < 2; e++)
+                ln[rt].sx[j][e] = min(8 * j + 2 * t + e, p.m - 1) * p.ng;
+        }
     }
     const int shl = 6 - 2 * h; /* lo k-step: field h to bits 6..7; hi: field h + 2 (shl - 4) */
 
-    gv_acc<MT> s;
+    gv_acc<MT> s[RT];
 #pragma unroll
-    for (int j = 0; j < MT; j++) {
+    for (int rt = 0; rt < RT; rt++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-            s.d[j][e] = 0;
-            s.y[j][e] = 0.0f;
+        for (int j = 0; j < MT; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                s[rt].d[j][e] = 0;
+                s[rt].y[j][e] = 0.0f;
+            }
         }
     }
 
     /* The ring: unit i + D - 1 is requested before unit i is computed. Requests past the range
      * re-read its last unit (in bounds, never computed), so the loads carry no guards and the full
      * rounds no branches. */
-    gv_slot<U> ring[D];
+    gv_slot<U> ring[D][RT];
     const int last = nu - 1; /* the host gives every warp at least one granule */
 #pragma unroll
-    for (int i = 0; i < D - 1; i++)
-        gv_load<MT, U>(p, ln, ub, min(i, last), hoff, ring[i]);
+    for (int i = 0; i < D - 1; i++) {
+#pragma unroll
+        for (int rt = 0; rt < RT; rt++)
+            gv_load<MT, U>(p, ln[rt], ub, min(i, last), hoff, ring[i][rt]);
+    }
     int base = 0;
     for (; base + D <= nu; base += D) {
 #pragma unroll
         for (int sl = 0; sl < D; sl++) {
-            gv_load<MT, U>(p, ln, ub, min(base + sl + D - 1, last), hoff, ring[(sl + D - 1) % D]);
-            gv_compute<MT, U>(p, ln, ring[sl], ub, base + sl, shl, s);
+#pragma unroll
+            for (int rt = 0; rt < RT; rt++)
+                gv_load<MT, U>(p, ln[rt], ub, min(base + sl + D - 1, last), hoff,
+                               ring[(sl + D - 1) % D][rt]);
+            gv_compute<MT, U, RT>(p, ln[0], ring[sl], ub, base + sl, shl, s);
         }
     }
 #pragma unroll
     for (int sl = 0; sl < D - 1; sl++) /* the rest (fewer than D units) is in slots 0..D-2 */
         if (base + sl < nu)
-            gv_compute<MT, U>(p, ln, ring[sl], ub, base + sl, shl, s);
+            gv_compute<MT, U, RT>(p, ln[0], ring[sl], ub, base + sl, shl, s);
 
     /* the partial of this warp: red[warp][tok][row] */
-    float *red = gv_red + warp * 8 * MT * GV_RS;
+    float *red = gv_red + warp * 8 * MT * RS;
 #pragma unroll
-    for (int j = 0; j < MT; j++) {
+    for (int rt = 0; rt < RT; rt++) {
 #pragma unroll
-        for (int e = 0; e < 4; e++)
-            red[(8 * j + 2 * t + (e & 1)) * GV_RS + q + 8 * (e >> 1)] = s.y[j][e];
+        for (int j = 0; j < MT; j++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                red[(8 * j + 2 * t + (e & 1)) * RS + 16 * rt + q + 8 * (e >> 1)] = s[rt].y[j][e];
+        }
     }
     __syncthreads();
-    for (int i = tid; i < 16 * p.m; i += (int)blockDim.x) {
-        const int tok = i >> 4, row = i & 15;
+    for (int i = tid; i < 16 * RT * p.m; i += (int)blockDim.x) {
+        const int tok = i / (16 * RT), row = i % (16 * RT);
         if (n0 + row < p.n) {
-            float sum = gv_red[tok * GV_RS + row];
+            float sum = gv_red[tok * RS + row];
             for (int sp = 1; sp < S; sp++)
-                sum = __fadd_rn(sum, gv_red[(sp * 8 * MT + tok) * GV_RS + row]);
+                sum = __fadd_rn(sum, gv_red[(sp * 8 * MT + tok) * RS + row]);
             p.y[(long)tok * p.ldy + n0 + row] = sum;
         }
     }
@@ -367,10 +390,21 @@ static int gv_splits(int tiles, int n_gu, int smax, int sms)
     return best;
 }
 
-template <int MT, int U> static int gv_launch(const gv_params &p, int tiles, cudaStream_t st)
+/* Row tiles per warp: two for 17..32 tokens, where the activation fragments (loaded once per unit
+ * for every tile of the warp) would otherwise be re-read by every 16-row tile; one elsewhere (fewer
+ * tokens: little to share; more: the registers would spill). The K split and each output's sum
+ * order do not depend on it, so results stay the same for every m. */
+__host__ __device__ constexpr int gv_rt(int mt)
 {
-    const size_t smem = (size_t)p.splits * 8 * MT * GV_RS * sizeof(float);
-    k_gemm_w6_gemv_kernel<MT, U><<<(unsigned)tiles, (unsigned)(32 * p.splits), smem, st>>>(p);
+    return mt == 3 || mt == 4 ? 2 : 1;
+}
+
+template <int MT, int U> static int gv_launch(const gv_params &p, int tiles16, cudaStream_t st)
+{
+    constexpr int RT = gv_rt(MT);
+    const int blocks = (tiles16 + RT - 1) / RT;
+    const size_t smem = (size_t)p.splits * 8 * MT * gv_rs(RT) * sizeof(float);
+    k_gemm_w6_gemv_kernel<MT, U, RT><<<(unsigned)blocks, (unsigned)(32 * p.splits), smem, st>>>(p);
     if (cudaGetLastError() != cudaSuccess)
         return -1;
     return 0;
