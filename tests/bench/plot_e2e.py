@@ -40,7 +40,10 @@ def main():
         ax.set_title(f"{model} shapes (synthetic weights), prompt 128, output 256")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{res['gpu']}, commit {res['commit']}, {res['date']}")
+    commit = res["commit"]
+    if len(commit) > 12:  # several runs: the newest, the rest are named per record in the JSON
+        commit = commit.split()[0] + " and earlier (per record)"
+    fig.suptitle(f"{res['gpu']}, commit {commit}, {res['date']}")
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)
     return 0
