@@ -3,9 +3,9 @@
  * activation codes with mma.sync m16n8k32 s8, the weights as the 16-row A operand.
  *
  * Design (decode is memory-bound; the aim is many wide loads in flight on every SM):
- * - A block of S warps owns one 16-row tile of outputs; warp s streams the s-th K-range (whole
- *   groups) of those 16 rows. The S fp32 partials meet in shared memory and are summed in the fixed
- *   order s = 0..S-1 (deterministic, no workspace, no atomics).
+ * - A block of S warps owns one 16-row tile of outputs (two at 17..32 tokens: gv_rt); warp s
+ *   streams the s-th K-range (whole groups) of those rows. The S fp32 partials meet in shared
+ *   memory and are summed in the fixed order s = 0..S-1 (deterministic, no workspace, no atomics).
  * - Units: U = 2 chunks (128 codes) when g >= 128, else U = 1 chunk (64 codes). Lane (q, t) holds
  *   rows q and q + 8 of the tile; with h = t & 1 and r = t >> 1 it loads per unit and row
  *     U = 2: chunk 2u + r, low-plane bytes 16h..16h+15 and high-plane bytes 0..15 (two 16-byte
@@ -48,9 +48,9 @@
 #include <stdint.h>
 #include <string.h>
 
-/* Most warps per block (= most splits) for ceil(m / 8) = mt token tiles; __launch_bounds__ then
- * allows 128 registers per thread (mt <= 4) or 255, and the plan assumes that many resident warps
- * per SM. */
+/* Most warps per block for ceil(m / 8) = mt token tiles, the kernel's __launch_bounds__ (which
+ * then allows 128 registers per thread for mt <= 2, else 255); the host plans the split for 8
+ * (gv_smax(8)) whatever m is, so that results do not depend on m. */
 __host__ __device__ constexpr int gv_smax(int mt)
 {
     return mt <= 2 ? 16 : 8;
