@@ -511,7 +511,7 @@ static int cuda_create(const rt_model *m, const rt_backend_params *p, rt_backend
  * per row, so a token's result does not depend on the other sequences of its step. */
 typedef struct step_meta {
     int32_t *ids, *pos, *slot, *seq, *seq_tok0, *rows, *tables;
-    int32_t n_tok, n_seqs, n_rows, max_blocks, max_new;
+    int32_t n_tok, n_seqs, n_rows, max_blocks;
     int32_t n_dec;      /* leading one-token sequences (= their tokens) */
     int32_t max_new_pf; /* most new tokens of one of the rest */
 } step_meta;
@@ -537,12 +537,11 @@ static int grow_meta(rt_backend *be, size_t need, char *err, size_t err_len)
 static int upload_meta(rt_backend *be, const rt_batch *b, step_meta *sm, char *err, size_t err_len)
 {
     int32_t T = (int32_t)rt_batch_n_tokens(b), S = b->n_seqs, R = (int32_t)rt_batch_n_logits(b);
-    int32_t maxb = 1, max_new = 1, n_dec = 0, max_new_pf = 1;
+    int32_t maxb = 1, n_dec = 0, max_new_pf = 1;
     while (n_dec < S && b->seqs[n_dec].n_tokens == 1)
         n_dec++;
     for (int32_t s = 0; s < S; s++) {
         maxb = b->seqs[s].kv->n_blocks > maxb ? b->seqs[s].kv->n_blocks : maxb;
-        max_new = b->seqs[s].n_tokens > max_new ? b->seqs[s].n_tokens : max_new;
         if (s >= n_dec && b->seqs[s].n_tokens > max_new_pf)
             max_new_pf = b->seqs[s].n_tokens;
     }
@@ -584,7 +583,6 @@ static int upload_meta(rt_backend *be, const rt_batch *b, step_meta *sm, char *e
                       .n_seqs = S,
                       .n_rows = R,
                       .max_blocks = maxb,
-                      .max_new = max_new,
                       .n_dec = n_dec,
                       .max_new_pf = max_new_pf};
     return 0;
@@ -872,7 +870,6 @@ static step_meta graph_meta(const rt_backend *be, int bi)
                        .n_seqs = B,
                        .n_rows = B,
                        .max_blocks = g->stride,
-                       .max_new = 1,
                        .n_dec = B,
                        .max_new_pf = 1};
 }
